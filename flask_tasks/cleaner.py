@@ -1,0 +1,62 @@
+"""The janitor process: deletes expired tasks and gives lost ones back to the queue."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg2
+import psycopg2.extensions
+
+from flask_tasks import db
+from flask_tasks.config import Settings
+from flask_tasks.startup import start_process
+from flask_tasks.stopping import StopSignal, one_line
+
+log = logging.getLogger("flask_tasks.janitor")
+
+
+class Janitor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = f"janitor {settings.worker_name}"
+        self.conn: psycopg2.extensions.connection | None = None
+        self.stopping = StopSignal(self.process)
+
+    def run(self) -> int:
+        self.stopping.install()
+        backoff = db.Backoff()
+        while not self.stopping.is_set():
+            try:
+                if self.conn is None or self.conn.closed:
+                    self.conn = db.open_connection(self.settings, self.process)
+                self.clean_once(self.conn)
+                backoff.reset()
+                self.stopping.pause(self.settings.janitor_interval)
+            except psycopg2.Error as err:
+                log.warning("%s: database error, retrying: %s", self.process, one_line(err))
+                if self.conn is not None:
+                    self.conn.close()
+                self.conn = None
+                self.stopping.pause(backoff.next())
+        log.info("%s: stopped", self.process)
+        return 0
+
+    def clean_once(self, conn: psycopg2.extensions.connection) -> int:
+        """One round: rescue lost tasks, then delete expired ones in batches until a short batch."""
+        for task_id, status in db.run(conn, "rescue_lost_tasks", {"limit": self.settings.janitor_batch}):
+            log.warning("%s: task %s had lost its handler; now %s", self.process, task_id, status)
+        deleted = 0
+        while not self.stopping.is_set():
+            with conn.cursor() as cur:
+                cur.execute(db.QUERIES["delete_expired_tasks"], {"limit": self.settings.janitor_batch})
+                deleted += cur.rowcount
+            if cur.rowcount < self.settings.janitor_batch:
+                break
+        if deleted:
+            log.info("%s: deleted %s expired tasks", self.process, deleted)
+        return deleted
+
+
+def main() -> int:
+    settings, _ = start_process()
+    return Janitor(settings).run()

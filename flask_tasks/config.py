@@ -1,0 +1,107 @@
+"""Settings read once from the environment (and `.env`), checked at start."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot use; the message names it."""
+
+
+def _number(name: str, default: float, kind: type, minimum: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _boolean(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    embedded_dir: Path
+    max_task_time: int
+    frontend_url: list[str]
+    port: int
+    gunicorn_workers: int
+    gunicorn_threads: int
+    max_content_length: int
+    worker_name: str
+    poll_interval: float
+    lease_seconds: float
+    batch_size: int
+    max_attempts: int
+    shutdown_grace: float
+    janitor_interval: float
+    janitor_batch: int
+    tasks_module: str
+    default_task_type: str
+    log_level: str
+
+
+def load_settings() -> Settings:
+    """Read every setting; raise ConfigError naming the first bad one."""
+    load_dotenv(PROJECT_DIR / ".env")
+    env = os.environ.get
+    url = env("DATABASE_URL", "").strip() or None
+    if url is not None and not url.startswith(("postgres://", "postgresql://")):
+        raise ConfigError("DATABASE_URL must start with postgres:// or postgresql://")
+    level = env("LOG_LEVEL", "INFO").strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL={level!r} must be DEBUG, INFO, WARNING or ERROR")
+    frontend = [o.strip() for o in env("FRONTEND_URL", "*").split(",") if o.strip()]
+    return Settings(
+        database_url=url,
+        embedded_dir=Path(env("EMBEDDED_PG_DIR", "") or PROJECT_DIR / ".pgdata"),
+        max_task_time=int(_number("MAX_TASK_TIME", 3600, int, 1)),
+        frontend_url=frontend or ["*"],
+        port=int(_number("PORT", 5000, int, 1)),
+        gunicorn_workers=int(_number("GUNICORN_WORKERS", 2, int, 1)),
+        gunicorn_threads=int(_number("GUNICORN_THREADS", 1, int, 1)),
+        max_content_length=int(_number("MAX_CONTENT_LENGTH", 1024 * 1024, int, 1)),
+        worker_name=env("WORKER_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}",
+        poll_interval=_number("POLL_INTERVAL", 0.5, float, 0.01),
+        lease_seconds=_number("LEASE_SECONDS", 30.0, float, 1.0),
+        batch_size=int(_number("BATCH_SIZE", 10, int, 1)),
+        max_attempts=int(_number("MAX_ATTEMPTS", 3, int, 1)),
+        shutdown_grace=_number("SHUTDOWN_GRACE", 3.0, float, 0.0),
+        janitor_interval=_number("JANITOR_INTERVAL", 10.0, float, 0.01),
+        janitor_batch=int(_number("JANITOR_BATCH", 1000, int, 1)),
+        tasks_module=env("TASKS_MODULE", "tasks").strip() or "tasks",
+        default_task_type=env("DEFAULT_TASK_TYPE", "echo").strip() or "echo",
+        log_level=level,
+    )
+
+
+def settings_or_exit() -> Settings:
+    """Settings for a process entry point: a bad value ends it with one line."""
+    try:
+        return load_settings()
+    except ConfigError as err:
+        print(f"flask-tasks: configuration error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

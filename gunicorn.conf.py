@@ -1,0 +1,21 @@
+"""gunicorn settings, from the same environment (and .env) as every other process."""
+
+from flask_tasks import db
+from flask_tasks.startup import start_process
+
+# Settings, logging and the task module, checked once in the master before any worker starts.
+_settings, _ = start_process()
+
+bind = f"0.0.0.0:{_settings.port}"
+workers = _settings.gunicorn_workers
+threads = _settings.gunicorn_threads
+# honcho stops every process 5 s after the first one exits; Heroku allows 30 s.
+graceful_timeout = 4
+accesslog = None
+
+
+def on_starting(server):
+    # Start the embedded database (if used) and migrate once, in the master,
+    # so the workers find both ready and log nothing twice.
+    conn = db.open_connection(_settings, "web")
+    conn.close()

@@ -1,0 +1,6 @@
+"""A janitor process: `python janitor.py`. Deletes tasks older than MAX_TASK_TIME."""
+
+from flask_tasks.cleaner import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
