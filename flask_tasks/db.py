@@ -29,7 +29,7 @@ _migrated_pid: int | None = None
 def safe_url(url: str) -> str:
     """The URL without its password, for logs."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if not parts.password:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))

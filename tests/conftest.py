@@ -175,8 +175,15 @@ class Processes:
         return proc.log_path.read_text()  # type: ignore[attr-defined]
 
     def stop_all(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:
+        # SIGTERM first: honcho puts its children in sessions of their own and
+        # only it can stop them; then SIGKILL whatever is left.
+        alive = [proc for proc in self.started if proc.poll() is None]
+        for proc in alive:
+            proc.send_signal(signal.SIGTERM)
+        for proc in alive:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
