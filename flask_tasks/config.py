@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -17,7 +18,7 @@ class ConfigError(ValueError):
     """A setting has a value the server cannot use; the message names it."""
 
 
-def _number(name: str, default: float, kind: type, minimum: float) -> float:
+def _number(name: str, default: float, kind: type, minimum: float, maximum: float = math.inf) -> float:
     raw = os.environ.get(name, "").strip()
     if raw == "":
         return default
@@ -25,8 +26,11 @@ def _number(name: str, default: float, kind: type, minimum: float) -> float:
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} must be a finite number")
+    if not minimum <= value <= maximum:
+        limit = f"at least {minimum}" if maximum == math.inf else f"between {minimum} and {maximum}"
+        raise ConfigError(f"{name}={raw!r} must be {limit}")
     return value
 
 
@@ -77,16 +81,16 @@ def load_settings() -> Settings:
     url = env("DATABASE_URL", "").strip() or None
     if url is not None and not url.startswith(("postgres://", "postgresql://")):
         raise ConfigError("DATABASE_URL must start with postgres:// or postgresql://")
-    level = env("LOG_LEVEL", "INFO").strip().upper()
+    level = env("LOG_LEVEL", "").strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL={level!r} must be DEBUG, INFO, WARNING or ERROR")
     frontend = [o.strip() for o in env("FRONTEND_URL", "*").split(",") if o.strip()]
     return Settings(
         database_url=url,
-        embedded_dir=Path(env("EMBEDDED_PG_DIR", "") or PROJECT_DIR / ".pgdata"),
+        embedded_dir=Path(env("EMBEDDED_PG_DIR", "").strip() or PROJECT_DIR / ".pgdata"),
         max_task_time=int(_number("MAX_TASK_TIME", 3600, int, 1)),
         frontend_url=frontend or ["*"],
-        port=int(_number("PORT", 5000, int, 1)),
+        port=int(_number("PORT", 5000, int, 1, 65535)),
         gunicorn_workers=int(_number("GUNICORN_WORKERS", 2, int, 1)),
         gunicorn_threads=int(_number("GUNICORN_THREADS", 1, int, 1)),
         max_content_length=int(_number("MAX_CONTENT_LENGTH", 1024 * 1024, int, 1)),

@@ -21,6 +21,7 @@ from flask_tasks import db
 from flask_tasks.config import Settings
 from flask_tasks.registry import Registry, TaskArgsError
 from flask_tasks.startup import start_process
+from flask_tasks.stopping import one_line
 
 log = logging.getLogger("flask_tasks.web")
 api = Blueprint("api", __name__)
@@ -89,9 +90,16 @@ def json_body() -> Any:
         raise ApiError(415, "the request body must be JSON, sent with Content-Type: application/json")
     raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH this raises 413
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as err:
         raise ApiError(400, f"the request body is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is not valid JSON: it is nested too deeply") from None
+
+
+def _refuse_constant(name: str) -> None:
+    # Python reads NaN and Infinity, but they are not JSON and PostgreSQL refuses them.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def parse_new_task(body: Any, registry: Registry, default_type: str) -> tuple[str, dict, bool]:
@@ -138,7 +146,10 @@ def create_task():
         "max_attempts": settings.max_attempts,
         "max_task_time": settings.max_task_time,
     }
-    task = db.run_dicts(get_db(), "insert_task", params)[0]
+    try:
+        task = db.run_dicts(get_db(), "insert_task", params)[0]
+    except (psycopg2.DataError, UnicodeEncodeError) as err:  # e.g. "\u0000" or a lone surrogate
+        raise ApiError(400, f"the arguments hold a value that cannot be stored: {one_line(err)}") from None
     return jsonify(task_json(task, legacy)), 201
 
 
@@ -177,12 +188,14 @@ def handle_api_error(err: ApiError):
 
 
 def handle_http_error(err: HTTPException):
-    return jsonify(message=err.description or err.name), err.code
+    # Keep werkzeug's headers (Allow on a 405) but answer JSON.
+    headers = [(k, v) for k, v in err.get_headers() if k.lower() != "content-type"]
+    return jsonify(message=err.description or err.name), err.code, headers
 
 
 def handle_database_down(err: Exception):
     g.db_broken = True
-    log.warning("database unavailable: %s", " ".join(str(err).split()))
+    log.warning("database unavailable: %s", one_line(err))
     return jsonify(message="the database is unavailable; try again shortly"), 503
 
 
