@@ -60,6 +60,8 @@ class Settings:
     lease_seconds: float
     batch_size: int
     max_attempts: int
+    task_timeout: float | None
+    retry_backoff: float
     shutdown_grace: float
     janitor_interval: float
     janitor_batch: int
@@ -98,7 +100,9 @@ def load_settings() -> Settings:
         poll_interval=_number("POLL_INTERVAL", 0.5, float, 0.01),
         lease_seconds=_number("LEASE_SECONDS", 30.0, float, 1.0),
         batch_size=int(_number("BATCH_SIZE", 10, int, 1)),
-        max_attempts=int(_number("MAX_ATTEMPTS", 3, int, 1)),
+        max_attempts=int(_number("MAX_ATTEMPTS", 3, int, 1, 1000)),
+        task_timeout=_number("TASK_TIMEOUT", 0, float, 0) or None,
+        retry_backoff=_number("RETRY_BACKOFF", 1.0, float, 0),
         shutdown_grace=_number("SHUTDOWN_GRACE", 3.0, float, 0.0),
         janitor_interval=_number("JANITOR_INTERVAL", 10.0, float, 0.01),
         janitor_batch=int(_number("JANITOR_BATCH", 1000, int, 1)),

@@ -35,6 +35,11 @@ class TaskType:
     func: Callable[..., Any]
     model: type[BaseModel]
     description: str
+    max_attempts: int | None = None  # None: MAX_ATTEMPTS
+    timeout: float | None = None  # seconds per attempt; None: TASK_TIMEOUT
+    retry_backoff: float | None = None  # seconds before the first retry; None: RETRY_BACKOFF
+    isolated: bool = False  # run each attempt in a child process
+    memory_limit_mb: int | None = None  # address-space limit of that child
 
     def validate(self, args: dict[str, Any]) -> dict[str, Any]:
         """The arguments with defaults filled in, or TaskArgsError with the first problem."""
@@ -63,7 +68,15 @@ class TaskType:
             if not field.is_required():
                 entry["default"] = field.default
             args[name] = entry
-        return {"description": self.description, "args": args, "json_schema": self.model.model_json_schema()}
+        options = {"max_attempts": self.max_attempts, "timeout": self.timeout, "isolated": self.isolated}
+        if self.isolated:
+            options["memory_limit_mb"] = self.memory_limit_mb
+        return {
+            "description": self.description,
+            "args": args,
+            "json_schema": self.model.model_json_schema(),
+            **options,
+        }
 
 
 def _args_model(func: Callable[..., Any]) -> type[BaseModel]:
@@ -87,15 +100,36 @@ class Registry:
     def __init__(self) -> None:
         self._types: dict[str, TaskType] = {}
 
-    def task(self, func: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
-        """Decorator: `@task` or `@task(name="other")` registers a task function."""
+    def task(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        retry_backoff: float | None = None,
+        isolated: bool = False,
+        memory_limit_mb: int | None = None,
+    ) -> Any:
+        """Decorator: `@task` or `@task(name=..., max_attempts=..., timeout=..., isolated=...)`.
+
+        max_attempts: attempts before the task fails (exceptions, timeouts and lost handlers all count).
+        timeout: seconds an attempt may run. retry_backoff: seconds before the first retry, doubling.
+        isolated: run each attempt in a child process, killed at the timeout, limited to memory_limit_mb.
+        """
+        if max_attempts is not None and max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if memory_limit_mb is not None and not isolated:
+            raise ValueError("memory_limit_mb needs isolated=True")
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             task_name = name or f.__name__
             if task_name in self._types:
                 raise DuplicateTaskError(f"task type [{task_name}] is already registered")
             doc = inspect.getdoc(f) or ""
-            self._types[task_name] = TaskType(task_name, f, _args_model(f), doc.split("\n\n")[0])
+            options = {"max_attempts": max_attempts, "timeout": timeout, "retry_backoff": retry_backoff}
+            options |= {"isolated": isolated, "memory_limit_mb": memory_limit_mb}
+            self._types[task_name] = TaskType(task_name, f, _args_model(f), doc.split("\n\n")[0], **options)
             return f
 
         return register(func) if func is not None else register

@@ -7,7 +7,8 @@ import logging
 import os
 import threading
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import psycopg2
 import psycopg2.extensions
@@ -15,15 +16,18 @@ import psycopg2.pool
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask_cors import CORS
 from psycopg2.extras import Json
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from flask_tasks import db
 from flask_tasks.config import Settings
-from flask_tasks.registry import Registry, TaskArgsError
+from flask_tasks.registry import Registry, TaskArgsError, TaskType
 from flask_tasks.startup import start_process
 from flask_tasks.stopping import one_line
 
 log = logging.getLogger("flask_tasks.web")
+TEN_YEARS = 10 * 365 * 86400.0
+YEAR_9999 = 253402300799.0  # the last unix second PostgreSQL's to_timestamp and Python agree on
 api = Blueprint("api", __name__)
 
 
@@ -102,29 +106,81 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_new_task(body: Any, registry: Registry, default_type: str) -> tuple[str, dict, bool]:
-    """(type, validated args, legacy?) from a request body, or ApiError."""
+class TaskRequest(BaseModel):
+    """The body of POST /task: a task type, its arguments and how to run it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: str
+    args: dict[str, Any] = {}
+    priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
+    run_at: Annotated[float, Field(ge=0, le=YEAR_9999)] | None = None
+    delay: Annotated[float, Field(ge=0, le=TEN_YEARS)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] | None = None
+    timeout: Annotated[float, Field(gt=0, le=TEN_YEARS)] | None = None
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+
+
+REQUEST_FIELDS = ", ".join(TaskRequest.model_fields)
+
+
+def _request_error(error: Any) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "?"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"the field [{field}] is not known; a task request has {REQUEST_FIELDS}."
+    if kind == "missing":
+        return f"the field [{field}] is required."
+    if field == "type" and kind == "string_type":
+        return "the field [type] must be a string."
+    if field == "args" and kind == "dict_type":
+        return "the field [args] must be a JSON object."
+    return f"the field [{field}] is invalid: {error['msg']}."
+
+
+@dataclass(frozen=True)
+class NewTask:
+    request: TaskRequest
+    task_type: TaskType
+    args: dict[str, Any]  # validated, defaults filled in
+    legacy: bool  # the first flask-tasks' body: the arguments alone
+
+
+def parse_new_task(body: Any, registry: Registry, default_type: str) -> NewTask:
+    """A checked task request, or ApiError saying what is wrong with it."""
     if not isinstance(body, dict):
         raise ApiError(400, 'the request body must be a JSON object, e.g. {"type": "add", "args": {"x": 1, "y": 2}}')
     legacy = "type" not in body
-    if legacy:  # the first flask-tasks: the whole body is the default task's arguments
-        type_name, args = default_type, body
-    else:
-        unknown = sorted(set(body) - {"type", "args"})
-        if unknown:
-            raise ApiError(400, f"the field [{unknown[0]}] is not known; a task has a type and args.")
-        type_name, args = body["type"], body.get("args", {})
-        if not isinstance(type_name, str):
-            raise ApiError(400, "the field [type] must be a string.")
-        if not isinstance(args, dict):
-            raise ApiError(400, "the field [args] must be a JSON object.")
-    task_type = registry.get(type_name)
-    if task_type is None:
-        raise ApiError(400, f"task type [{type_name}] doesnt exist")
     try:
-        return type_name, task_type.validate(args), legacy
+        # The first flask-tasks had no type: the whole body is the default task's arguments.
+        request = TaskRequest(type=default_type, args=body) if legacy else TaskRequest.model_validate(body)
+    except ValidationError as err:
+        raise ApiError(400, _request_error(err.errors()[0])) from None
+    if request.run_at is not None and request.delay is not None:
+        raise ApiError(400, "give run_at or delay, not both.")
+    task_type = registry.get(request.type)
+    if task_type is None:
+        raise ApiError(400, f"task type [{request.type}] doesnt exist")
+    try:
+        return NewTask(request, task_type, task_type.validate(request.args), legacy)
     except TaskArgsError as err:
         raise ApiError(400, str(err)) from None
+
+
+def insert_params(new: NewTask, settings: Settings) -> dict[str, Any]:
+    """Parameters of insert_task; the request's options win over the task type's, which win over settings."""
+    request, task_type = new.request, new.task_type
+    return {
+        "type": request.type,
+        "args": Json(new.args),
+        "max_attempts": request.max_attempts or task_type.max_attempts or settings.max_attempts,
+        "timeout": request.timeout or task_type.timeout or settings.task_timeout,
+        "priority": request.priority,
+        "run_at": request.run_at,
+        "delay": request.delay or 0,
+        "idempotency_key": request.idempotency_key,
+        "max_task_time": settings.max_task_time,
+    }
 
 
 def task_json(task: dict[str, Any], legacy: bool = False) -> dict[str, Any]:
@@ -139,18 +195,18 @@ def task_json(task: dict[str, Any], legacy: bool = False) -> dict[str, Any]:
 def create_task():
     app = current_app
     settings: Settings = app.config["SETTINGS"]
-    type_name, args, legacy = parse_new_task(json_body(), app.config["REGISTRY"], settings.default_task_type)
-    params = {
-        "type": type_name,
-        "args": Json(args),
-        "max_attempts": settings.max_attempts,
-        "max_task_time": settings.max_task_time,
-    }
+    new = parse_new_task(json_body(), app.config["REGISTRY"], settings.default_task_type)
+    params = insert_params(new, settings)
     try:
-        task = db.run_dicts(get_db(), "insert_task", params)[0]
+        rows = db.run_dicts(get_db(), "insert_task", params)
+        if not rows:  # the idempotency key is taken: answer with the task it made
+            rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", params)
+            if rows:
+                return jsonify(task_json(rows[0], new.legacy)), 200
+            rows = db.run_dicts(get_db(), "insert_task", params)  # it expired meanwhile
     except (psycopg2.DataError, UnicodeEncodeError) as err:  # e.g. "\u0000" or a lone surrogate
         raise ApiError(400, f"the arguments hold a value that cannot be stored: {one_line(err)}") from None
-    return jsonify(task_json(task, legacy)), 201
+    return jsonify(task_json(rows[0], new.legacy)), 201
 
 
 def find_task(task_id: str) -> dict[str, Any]:
@@ -163,6 +219,16 @@ def find_task(task_id: str) -> dict[str, Any]:
         seconds = current_app.config["SETTINGS"].max_task_time
         raise ApiError(404, f"task [{task_id}] not found: it may have expired (tasks are kept {seconds} s)")
     return rows[0]
+
+
+@api.post("/task/<task_id>/cancel")
+def cancel_task(task_id: str):
+    """Cancel a waiting task at once; ask a running one to stop. 409 if it has finished."""
+    task = find_task(task_id)
+    rows = db.run_dicts(get_db(), "cancel_task", {"id": task["id"]})
+    if not rows:
+        raise ApiError(409, f"task [{task_id}] has already finished: it is {task['status']}")
+    return jsonify(task_json(rows[0]))
 
 
 @api.get("/task/<task_id>")

@@ -195,6 +195,15 @@ def processes(base_env: dict[str, str], tmp_path: Path) -> Iterator[Processes]:
     procs.stop_all()
 
 
+def enqueue(conn: psycopg2.extensions.connection, type_name: str, args: dict | None = None, **options: object) -> str:
+    """Create a task as POST /task would (same checks, same statement) and return its id."""
+    from flask_tasks.web import insert_params, parse_new_task
+
+    settings = load_settings()
+    new = parse_new_task({"type": type_name, "args": args or {}, **options}, load_tasks(TEST_TASKS), "echo")
+    return str(db.run_dicts(conn, "insert_task", insert_params(new, settings))[0]["id"])
+
+
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> object:
     """Poll until condition() is truthy and return its value; fail after timeout seconds."""
     deadline = time.monotonic() + timeout

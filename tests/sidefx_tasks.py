@@ -3,12 +3,14 @@
 Handler processes under test load this module (TASKS_MODULE=tests.sidefx_tasks).
 """
 
+import ctypes
 import os
 import signal
+import time
 
 import psycopg2
 
-from flask_tasks import task
+from flask_tasks import current_task, task
 from tasks import *  # noqa: F403  the shipped examples register themselves on import
 
 _conn = None
@@ -32,7 +34,7 @@ def record(key: str) -> str:
     return key
 
 
-@task
+@task(max_attempts=1)
 def boom(message: str = "boom") -> None:
     """Raise an exception."""
     raise RuntimeError(message)
@@ -54,3 +56,63 @@ def nul_string() -> str:
 def kill_handler() -> None:
     """Kill the process running it, as a crashing native extension would."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task(retry_backoff=0.05)
+def flaky(key: str, failures: int) -> int:
+    """Fail the first `failures` attempts, then succeed; each attempt is recorded."""
+    info = current_task()
+    with _db().cursor() as cur:
+        cur.execute("INSERT INTO side_effects (key, pid) VALUES (%s, %s)", (f"{key}/{info.attempt}", os.getpid()))
+    if info.attempt <= failures:
+        raise ValueError(f"failure {info.attempt} of {failures}")
+    return info.attempt
+
+
+@task(timeout=0.3, max_attempts=1)
+def slow(seconds: float) -> float:
+    """Sleep longer than the type's 0.3 s timeout allows."""
+    time.sleep(seconds)
+    return seconds
+
+
+@task(isolated=True, max_attempts=1)
+def isolated_sleep(seconds: float) -> dict:
+    """Sleep in a child process and report its pid."""
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "parent": os.getppid()}
+
+
+@task(isolated=True, max_attempts=1)
+def segfault() -> None:
+    """Dereference a null pointer."""
+    ctypes.string_at(0)
+
+
+@task(isolated=True, max_attempts=1)
+def hard_exit(code: int) -> None:
+    """Leave without a word."""
+    os._exit(code)
+
+
+@task(isolated=True, max_attempts=1, memory_limit_mb=300)
+def eat_memory(megabytes: int) -> int:
+    """Allocate more memory than the limit allows."""
+    chunks = [bytearray(1024 * 1024) for _ in range(megabytes)]
+    return len(chunks)
+
+
+@task(isolated=True, max_attempts=1, timeout=0.5)
+def spin() -> None:
+    """Busy-loop forever: only killing the process stops it."""
+    while True:
+        pass
+
+
+@task(max_attempts=1)
+def chatter(megabytes: int) -> int:
+    """Print megabytes to stdout."""
+    line = "x" * 1023
+    for _ in range(megabytes * 1024):
+        print(line)
+    return megabytes

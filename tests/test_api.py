@@ -152,7 +152,7 @@ def test_list_task_types(client):
     types = r.json
     assert set(types) >= SHIPPED_TYPES
     for name in SHIPPED_TYPES:
-        assert set(types[name]) == {"description", "args", "json_schema"}, name
+        assert {"description", "args", "json_schema", "max_attempts", "timeout", "isolated"} <= set(types[name]), name
         assert isinstance(types[name]["description"], str) and types[name]["description"], name
         assert types[name]["json_schema"]["type"] == "object", name
     assert types["add"]["args"] == {"x": {"type": "int", "required": True}, "y": {"type": "int", "required": True}}
@@ -277,8 +277,10 @@ def test_type_not_a_string_is_400(client, conn, type_value):
 
 
 def test_unknown_top_level_field_is_400(client, conn):
-    body = {"type": "add", "args": {"x": 1, "y": 2}, "priority": 5}
-    assert_rejected(client, conn, body, 400, "the field [priority] is not known; a task has a type and args.")
+    body = {"type": "add", "args": {"x": 1, "y": 2}, "colour": 5}
+    fields = "type, args, priority, run_at, delay, max_attempts, timeout, idempotency_key"
+    message = f"the field [colour] is not known; a task request has {fields}."
+    assert_rejected(client, conn, body, 400, message)
 
 
 @pytest.mark.parametrize(

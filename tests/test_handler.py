@@ -7,16 +7,11 @@ import signal
 import time
 
 import pytest
-from psycopg2.extras import Json
 
 from flask_tasks import db
+from flask_tasks.execution import Outcome
 from flask_tasks.worker import Handler
-from tests.conftest import query, wait_for
-
-
-def enqueue(conn, type_name: str, args: dict | None = None, max_attempts: int = 3) -> str:
-    params = {"type": type_name, "args": Json(args or {}), "max_attempts": max_attempts, "max_task_time": 3600}
-    return str(db.run_dicts(conn, "insert_task", params)[0]["id"])
+from tests.conftest import enqueue, query, wait_for
 
 
 def enqueue_many(conn, type_name: str, args_list: list[dict]) -> None:
@@ -114,7 +109,7 @@ def test_a_task_that_keeps_killing_its_handler_fails_after_max_attempts(conn, pr
     time.sleep(1.2)  # the last lease runs out
     assert [status for _, status in db.run(conn, "rescue_lost_tasks", {"limit": 10})] == ["failed"]
     row = task_row(conn, task_id)
-    assert row["status"] == "failed" and "lost 2 times" in row["error"]["message"]
+    assert row["status"] == "failed" and "attempt 2 was lost" in row["error"]["message"]
 
 
 def test_sigterm_finishes_or_releases_and_exits_0_within_5_s(conn, processes):
@@ -151,11 +146,11 @@ def test_sigterm_during_a_long_task_releases_it_after_the_grace_period(conn, pro
 def test_a_completion_whose_claim_was_taken_over_is_not_written(conn, settings, registry):
     task_id = enqueue(conn, "add", {"x": 1, "y": 2})
     handler = Handler(settings, registry)
-    [(claimed_id, _, _, token, _)] = handler._claim()
-    assert str(claimed_id) == task_id
+    [claimed] = handler._claim()
+    assert str(claimed.id) == task_id
     # Another handler rescued and re-claimed it meanwhile: the claim token changed.
     query(conn, "UPDATE tasks SET claim_token = gen_random_uuid(), worker = 'other' WHERE id = %s", (task_id,))
-    assert handler._complete(claimed_id, token, "done", "3", None) is False
+    assert handler._store(claimed, Outcome("done", result="3")) == ("done", False)
     row = task_row(conn, task_id)
     assert row["status"] == "running" and row["result"] is None and row["worker"] == "other"
     handler.conn.close()

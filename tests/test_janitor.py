@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 
 from flask_tasks.cleaner import Janitor
@@ -45,7 +46,7 @@ def test_expired_rows_go_and_the_rest_stay(conn, settings):
 
 def test_deletes_in_batches_until_a_short_batch(conn, settings):
     insert(conn, "done", expired=True, n=2500)
-    janitor = Janitor(settings.__class__(**{**settings.__dict__, "janitor_batch": 1000}))
+    janitor = Janitor(dataclasses.replace(settings, janitor_batch=1000))
     assert janitor.clean_once(conn) == 2500
     assert by_status(conn) == {}
 

@@ -2,25 +2,42 @@
 -- parameters are psycopg2 named placeholders, never text built from input.
 
 -- task_columns: (a fragment, not a statement) a task as the API shows it; times in unix seconds
-id, type, args, status, result, error, attempts, max_attempts, worker,
+id, type, args, status, result,
+CASE WHEN status IN ('failed', 'cancelled') THEN last_error END AS error,
+last_error, attempts, max_attempts, priority, timeout, idempotency_key, cancel_requested, worker,
 floor(extract(epoch FROM created))::bigint AS created,
+floor(extract(epoch FROM run_at))::bigint AS run_at,
 floor(extract(epoch FROM started))::bigint AS started,
 floor(extract(epoch FROM finished))::bigint AS finished,
 floor(extract(epoch FROM expire))::bigint AS expire
 
--- insert_task: store a new waiting task and return it
-INSERT INTO tasks (type, args, max_attempts, expire)
-VALUES (%(type)s, %(args)s, %(max_attempts)s, now() + make_interval(secs => %(max_task_time)s))
+-- insert_task: store a new waiting task and return it; nothing when its idempotency key is taken
+INSERT INTO tasks (type, args, max_attempts, priority, run_at, timeout, idempotency_key, expire)
+SELECT %(type)s, %(args)s, %(max_attempts)s, %(priority)s, start, %(timeout)s, %(idempotency_key)s,
+       start + make_interval(secs => %(max_task_time)s)
+FROM (SELECT coalesce(to_timestamp(%(run_at)s), now() + make_interval(secs => %(delay)s)) AS start) s
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {task_columns};
 
 -- get_task: one task by id
 SELECT {task_columns} FROM tasks WHERE id = %(id)s;
 
--- claim_tasks: take up to `batch` waiting tasks of the given types, oldest first, and mark them running
+-- get_task_by_idempotency_key: the task a previous request created with this key
+SELECT {task_columns} FROM tasks WHERE idempotency_key = %(idempotency_key)s;
+
+-- cancel_task: cancel a waiting task at once, or ask a running one to stop; nothing if it had finished
+UPDATE tasks
+SET status = CASE WHEN status = 'waiting' THEN 'cancelled' ELSE status END,
+    finished = CASE WHEN status = 'waiting' THEN now() ELSE finished END,
+    cancel_requested = true
+WHERE id = %(id)s AND status IN ('waiting', 'running')
+RETURNING {task_columns};
+
+-- claim_tasks: take up to `batch` due tasks of the given types, highest priority first, and mark them running
 WITH picked AS (
     SELECT id FROM tasks
-    WHERE status = 'waiting' AND type = ANY(%(types)s)
-    ORDER BY created
+    WHERE status = 'waiting' AND run_at <= now() AND type = ANY(%(types)s)
+    ORDER BY priority DESC, run_at
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
 )
@@ -30,17 +47,24 @@ SET status = 'running', worker = %(worker)s, claim_token = gen_random_uuid(),
     started = now()
 FROM picked
 WHERE t.id = picked.id
-RETURNING t.id, t.type, t.args, t.claim_token, t.attempts;
+RETURNING t.id, t.type, t.args, t.claim_token, t.attempts, t.max_attempts, t.timeout;
 
--- complete_task: store a task's outcome, only if the claim is still ours (fencing)
+-- complete_task: store a task's final outcome, only if the claim is still ours (fencing)
 UPDATE tasks
-SET status = %(status)s, result = %(result)s::jsonb, error = %(error)s, finished = now(),
+SET status = %(status)s, result = %(result)s::jsonb, last_error = coalesce(%(error)s, last_error),
+    finished = now(), claim_token = NULL, lease_until = NULL
+WHERE id = %(id)s AND claim_token = %(token)s AND status = 'running';
+
+-- retry_task: record a failed attempt and put the task back to wait `delay` seconds, if the claim is still ours
+UPDATE tasks
+SET status = 'waiting', last_error = %(error)s, run_at = now() + make_interval(secs => %(delay)s),
     claim_token = NULL, lease_until = NULL
 WHERE id = %(id)s AND claim_token = %(token)s AND status = 'running';
 
--- extend_leases: keep the leases of tasks still held alive (heartbeat)
+-- extend_leases: keep the leases of held tasks alive (heartbeat); returns those asked to stop
 UPDATE tasks SET lease_until = now() + make_interval(secs => %(lease)s)
-WHERE claim_token = ANY(%(tokens)s::uuid[]) AND status = 'running';
+WHERE claim_token = ANY(%(tokens)s::uuid[]) AND status = 'running'
+RETURNING claim_token, cancel_requested;
 
 -- release_tasks: give held tasks back to the queue, undoing the attempt (graceful stop)
 UPDATE tasks
@@ -48,7 +72,7 @@ SET status = 'waiting', attempts = greatest(attempts - 1, 0), worker = NULL,
     claim_token = NULL, lease_until = NULL, started = NULL
 WHERE claim_token = ANY(%(tokens)s::uuid[]) AND status = 'running';
 
--- rescue_lost_tasks: return running tasks whose lease ran out to waiting, or fail them when out of attempts
+-- rescue_lost_tasks: put running tasks whose lease ran out back to waiting, or end them when out of attempts or cancelled
 WITH lost AS (
     SELECT id FROM tasks
     WHERE status = 'running' AND lease_until < now()
@@ -57,13 +81,12 @@ WITH lost AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks t
-SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'waiting' END,
-    error = CASE WHEN t.attempts >= t.max_attempts
-            THEN jsonb_build_object('message', format(
-                'the task was lost %%s times (its handler stopped before finishing); giving up',
-                t.attempts))
-            ELSE t.error END,
-    finished = CASE WHEN t.attempts >= t.max_attempts THEN now() END,
+SET status = CASE WHEN t.cancel_requested THEN 'cancelled'
+                  WHEN t.attempts >= t.max_attempts THEN 'failed'
+                  ELSE 'waiting' END,
+    last_error = jsonb_build_object('message', format(
+        'attempt %%s was lost: its handler stopped before finishing (lease expired)', t.attempts)),
+    finished = CASE WHEN t.cancel_requested OR t.attempts >= t.max_attempts THEN now() END,
     claim_token = NULL, lease_until = NULL
 FROM lost
 WHERE t.id = lost.id

@@ -1,28 +1,41 @@
 -- The full schema of the current version. A fresh database gets this file;
 -- an older one gets the numbered files in migrations/ above its version.
+-- tests/test_schema.py checks that both roads give the same tables and indexes.
 
 CREATE TABLE tasks (
-    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    type         text NOT NULL,
-    args         jsonb NOT NULL DEFAULT '{}',
-    status       text NOT NULL DEFAULT 'waiting'
-                 CHECK (status IN ('waiting', 'running', 'done', 'failed')),
-    result       jsonb,
-    error        jsonb,                 -- {"message": ..., "traceback": ...}
-    attempts     integer NOT NULL DEFAULT 0,
-    max_attempts integer NOT NULL DEFAULT 3,
-    worker       text,                  -- the handler that last claimed it
-    claim_token  uuid,                  -- fences a completion against a rescued claim
-    lease_until  timestamptz,           -- a running task past this is presumed lost
-    created      timestamptz NOT NULL DEFAULT now(),
-    started      timestamptz,
-    finished     timestamptz,
-    expire       timestamptz NOT NULL   -- the janitor deletes the row after this
-) WITH (fillfactor = 80);  -- room on each page for HOT updates of status and lease
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    type             text NOT NULL,
+    args             jsonb NOT NULL DEFAULT '{}',
+    status           text NOT NULL DEFAULT 'waiting',
+    result           jsonb,
+    last_error       jsonb,              -- {"message", "traceback"} of the latest failed attempt
+    attempts         integer NOT NULL DEFAULT 0,
+    max_attempts     integer NOT NULL DEFAULT 3,
+    worker           text,               -- the handler that last claimed it
+    claim_token      uuid,               -- fences a completion against a rescued claim
+    lease_until      timestamptz,        -- a running task past this is presumed lost
+    created          timestamptz NOT NULL DEFAULT now(),
+    started          timestamptz,
+    finished         timestamptz,
+    expire           timestamptz NOT NULL, -- the janitor deletes the row after this
+    priority         integer NOT NULL DEFAULT 0,         -- higher runs first
+    run_at           timestamptz NOT NULL DEFAULT now(), -- not claimed before this (delay, retry backoff)
+    timeout          double precision,   -- seconds an attempt may run; NULL: no limit
+    idempotency_key  text,               -- a second request with the same key gets this task
+    cancel_requested boolean NOT NULL DEFAULT false,
+    CONSTRAINT tasks_status_check CHECK (status IN ('waiting', 'running', 'done', 'failed', 'cancelled'))
+) WITH (
+    fillfactor = 80,                        -- room on each page for HOT updates of status and lease
+    autovacuum_vacuum_scale_factor = 0.01,  -- a queue table churns: vacuum after 1% dead rows...
+    autovacuum_vacuum_threshold = 1000,     -- ...plus 1,000
+    autovacuum_analyze_scale_factor = 0.02,
+    autovacuum_vacuum_cost_delay = 0        -- and let that vacuum run at full speed
+);
 
--- The claim reads waiting tasks oldest first.
-CREATE INDEX tasks_waiting_idx ON tasks (created) WHERE status = 'waiting';
+-- The claim reads waiting tasks, highest priority first, then oldest run_at.
+CREATE INDEX tasks_claim_idx ON tasks (priority DESC, run_at) WHERE status = 'waiting';
 -- The rescue reads running tasks whose lease ran out.
 CREATE INDEX tasks_lease_idx ON tasks (lease_until) WHERE status = 'running';
 -- The janitor reads tasks past their expiry.
 CREATE INDEX tasks_expire_idx ON tasks (expire);
+CREATE UNIQUE INDEX tasks_idempotency_key_idx ON tasks (idempotency_key) WHERE idempotency_key IS NOT NULL;

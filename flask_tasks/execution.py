@@ -1,0 +1,204 @@
+"""Runs one task function, in the handler process or in an isolated child, and reports its outcome."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import resource
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a running task may know about itself: `flask_tasks.current_task()`."""
+
+    id: Any
+    type: str
+    attempt: int
+    max_attempts: int
+
+
+_current_task: contextvars.ContextVar[TaskInfo | None] = contextvars.ContextVar("current_task", default=None)
+
+
+def current_task() -> TaskInfo | None:
+    """The task being run by this handler (id, type, attempt), or None outside a task."""
+    return _current_task.get()
+
+
+@contextlib.contextmanager
+def running(info: TaskInfo) -> Any:
+    token = _current_task.set(info)
+    try:
+        yield
+    finally:
+        _current_task.reset(token)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """`done` with a JSON result, or `error`, `timeout` or `cancelled` with an error."""
+
+    kind: str
+    result: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class Interrupt(BaseException):
+    """Raised inside an in-process task to stop it: its timeout passed or it was cancelled.
+
+    A BaseException, so a task's own `except Exception` does not swallow it.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def error_of(err: BaseException) -> dict[str, str]:
+    return {"message": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+
+
+def to_json(value: Any) -> Outcome:
+    try:
+        return Outcome("done", result=json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        return Outcome("error", error={"message": f"the result is not JSON-serialisable: {err}"})
+
+
+def timeout_error(seconds: float) -> dict[str, str]:
+    return {"message": f"timeout: the task ran longer than its {seconds:g} s"}
+
+
+CANCELLED = {"message": "cancelled: stopped at the client's request"}
+
+
+class InProcessRunner:
+    """Runs tasks in the handler's main thread.
+
+    A timeout is a SIGALRM timer; a cancel request is a SIGUSR1 sent by the
+    heartbeat thread. Either raises Interrupt inside the task, but only while a
+    task is running (`armed`), never in the handler's own code.
+    """
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.timeout = 0.0
+        self.current: object = None  # the claim token of the running task
+        self.cancel: object = None  # the claim token a cancel was asked for
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.signal(signal.SIGUSR1, self._on_cancel)
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        if self.armed:
+            self.armed = False
+            raise Interrupt("timeout", timeout_error(self.timeout)["message"])
+
+    def _on_cancel(self, signum: int, frame: Any) -> None:
+        # Tokens are unique, so a late signal meant for an earlier task matches nothing.
+        if self.armed and self.cancel == self.current:
+            self.armed = False
+            raise Interrupt("cancelled", CANCELLED["message"])
+
+    def request_cancel(self, token: object) -> None:
+        """Called from another thread: interrupt the task with this claim token if it is running."""
+        self.cancel = token
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    def run(self, func: Callable[..., Any], args: dict, timeout: float | None, token: object) -> Outcome:
+        self.timeout, self.current = timeout or 0.0, token
+        try:
+            self.armed = True
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, timeout)
+            try:
+                value = func(**args)
+            finally:
+                self.armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except Interrupt as stop:
+            return Outcome(stop.kind, error={"message": str(stop)})
+        except BaseException as err:  # a task's SystemExit fails the task, not the handler
+            return Outcome("error", error=error_of(err))
+        return to_json(value)
+
+
+def _exit_with_parent(parent: int) -> None:
+    # If the handler dies (even by SIGKILL), its isolated task must not run on alone.
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)
+
+
+def _child(func: Callable[..., Any], args: dict, memory_limit_mb: int | None, out: Any, parent: int) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    if memory_limit_mb:
+        limit = memory_limit_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        outcome = to_json(func(**args))
+    except BaseException as err:
+        outcome = Outcome("error", error=error_of(err))
+    try:
+        out.send(outcome)
+    except MemoryError:  # the result itself did not fit under the limit
+        out.send(Outcome("error", error={"message": "MemoryError: the result does not fit the memory limit"}))
+    out.close()
+
+
+def _death(exitcode: int | None, memory_limit_mb: int | None) -> dict[str, str]:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = f" (its memory limit is {memory_limit_mb} MB)" if memory_limit_mb and name == "SIGKILL" else ""
+        return {"message": f"the isolated process was killed by {name}{hint}"}
+    return {"message": f"the isolated process exited with code {exitcode} before returning a result"}
+
+
+def run_isolated(
+    func: Callable[..., Any],
+    args: dict,
+    timeout: float | None,
+    memory_limit_mb: int | None,
+    cancelled: Callable[[], bool],
+) -> Outcome:
+    """Run the task in a forked child: a crash, os._exit, a timeout or runaway memory ends the child only.
+
+    The child only runs the function and sends back its outcome: it never touches
+    the handler's database connections, and it ends with os._exit (multiprocessing
+    does that), so no atexit handler of the parent runs in it.
+    """
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(func, args, memory_limit_mb, send, os.getpid()), daemon=True)
+    child.start()
+    send.close()
+    deadline = time.monotonic() + timeout if timeout else None
+    outcome: Outcome | None = None
+    try:
+        while outcome is None:
+            if receive.poll(0.02):
+                try:
+                    outcome = receive.recv()
+                except EOFError:  # it died without a word
+                    child.join()
+                    outcome = Outcome("error", error=_death(child.exitcode, memory_limit_mb))
+            elif cancelled():
+                outcome = Outcome("cancelled", error=CANCELLED)
+            elif deadline is not None and time.monotonic() > deadline:
+                outcome = Outcome("timeout", error=timeout_error(timeout or 0))
+    finally:
+        if child.is_alive():
+            os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        receive.close()
+    return outcome
