@@ -7,6 +7,7 @@ and drop their own), else an embedded PostgreSQL in a temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -75,6 +76,7 @@ def template_url(server_url: str) -> Iterator[str]:
     db.migrate(conn)
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE side_effects (key text PRIMARY KEY, pid integer NOT NULL)")
+        cur.execute("CREATE TABLE attempt_effects (task_id uuid, attempt integer, PRIMARY KEY (task_id, attempt))")
     conn.close()
     yield url
     with admin.cursor() as cur:
@@ -202,6 +204,16 @@ def enqueue(conn: psycopg2.extensions.connection, type_name: str, args: dict | N
     settings = load_settings()
     new = parse_new_task({"type": type_name, "args": args or {}, **options}, load_tasks(TEST_TASKS), "echo")
     return str(db.run_dicts(conn, "insert_task", insert_params(new, settings))[0]["id"])
+
+
+def enqueue_many(conn: psycopg2.extensions.connection, type_name: str, args: list[dict], max_attempts: int = 3) -> None:
+    """Insert many waiting tasks in one statement (arguments taken as valid), for load tests."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO tasks (type, args, max_attempts, expire)
+               SELECT %s, a, %s, now() + interval '1 hour' FROM unnest(%s::jsonb[]) a""",
+            (type_name, max_attempts, [json.dumps(a) for a in args]),
+        )
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> object:

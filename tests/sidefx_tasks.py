@@ -116,3 +116,13 @@ def chatter(megabytes: int) -> int:
     for _ in range(megabytes * 1024):
         print(line)
     return megabytes
+
+
+@task
+def effect(seconds: float) -> int:
+    """Record (task id, attempt) as a side effect, then work for `seconds`."""
+    info = current_task()
+    with _db().cursor() as cur:
+        cur.execute("INSERT INTO attempt_effects (task_id, attempt) VALUES (%s, %s)", (str(info.id), info.attempt))
+    time.sleep(seconds)
+    return info.attempt

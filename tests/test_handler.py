@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 
@@ -11,15 +10,7 @@ import pytest
 from flask_tasks import db
 from flask_tasks.execution import Outcome
 from flask_tasks.worker import Handler
-from tests.conftest import enqueue, query, wait_for
-
-
-def enqueue_many(conn, type_name: str, args_list: list[dict]) -> None:
-    with conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO tasks (type, args, expire) SELECT %s, a, now() + interval '1 hour' FROM unnest(%s::jsonb[]) a",
-            (type_name, [json.dumps(a) for a in args_list]),
-        )
+from tests.conftest import enqueue, enqueue_many, query, wait_for
 
 
 def task_row(conn, task_id: str) -> dict:
