@@ -64,6 +64,15 @@ def database_url(settings: Settings, process: str) -> str:
     return _resolved_url
 
 
+def error_text(err: psycopg2.Error) -> str:
+    """PostgreSQL's own words for an error, without the statement it quotes."""
+    primary = err.diag.message_primary if err.diag else None
+    if not primary:
+        return " ".join(str(err).split())
+    detail = err.diag.message_detail
+    return f"{primary} ({detail})" if detail else primary
+
+
 def connect(url: str, application_name: str) -> psycopg2.extensions.connection:
     """An autocommit connection: each statement commits on its own."""
     conn = psycopg2.connect(url, application_name=application_name, connect_timeout=5)

@@ -147,6 +147,9 @@ def _child(func: Callable[..., Any], args: dict, memory_limit_mb: int | None, ou
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
         outcome = to_json(func(**args))
+    except MemoryError:  # the task's memory is freed by now, so there is room to report it
+        limit = f" of {memory_limit_mb} MB" if memory_limit_mb else ""
+        outcome = Outcome("error", error={"message": f"MemoryError: the task ran out of its memory{limit}"})
     except BaseException as err:
         outcome = Outcome("error", error=error_of(err))
     try:

@@ -205,7 +205,8 @@ def create_task():
                 return jsonify(task_json(rows[0], new.legacy)), 200
             rows = db.run_dicts(get_db(), "insert_task", params)  # it expired meanwhile
     except (psycopg2.DataError, UnicodeEncodeError) as err:  # e.g. "\u0000" or a lone surrogate
-        raise ApiError(400, f"the arguments hold a value that cannot be stored: {one_line(err)}") from None
+        reason = db.error_text(err) if isinstance(err, psycopg2.Error) else one_line(err)
+        raise ApiError(400, f"the arguments hold a value that cannot be stored: {reason}") from None
     return jsonify(task_json(rows[0], new.legacy)), 201
 
 

@@ -181,7 +181,7 @@ class Handler:
                         cur.execute(db.QUERIES[name], params)
                         return status, cur.rowcount == 1
                 except psycopg2.DataError as err:  # e.g. a \u0000 in a string, which jsonb refuses
-                    message = f"the result cannot be stored: {one_line(err)}"
+                    message = f"the result cannot be stored: {db.error_text(err)}"
                     status, name = "failed", "complete_task"
                     params.update(status=status, result=None, error=Json({"message": message}))
                 except db.TRANSIENT_ERRORS as err:
