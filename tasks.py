@@ -28,6 +28,12 @@ def add(x: int, y: int) -> int:
 
 
 @task
+def divide(x: float, y: float) -> float:
+    """x / y: dividing by zero fails the task, an example of an error."""
+    return x / y
+
+
+@task
 def noop() -> None:
     """Do nothing; for measuring the server itself."""
     return None

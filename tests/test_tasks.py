@@ -108,3 +108,9 @@ def test_mov3d_stops_after_max_steps(monkeypatch):
     out = tasks.mov3d(dt=0.001, r0=[0.0, 0.0, 1000.0], v0=[0.0, 0.0, 0.0], mass=1.0, radius=0.1)
     assert len(out["t"]) == 50
     assert out["r"][-1][2] > 0.0
+
+
+def test_divide():
+    assert tasks.divide(7, 2) == 3.5
+    with pytest.raises(ZeroDivisionError):
+        tasks.divide(1, 0)
