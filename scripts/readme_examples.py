@@ -30,9 +30,8 @@ def start_server(data_dir: str) -> subprocess.Popen:
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "EMBEDDED_PG_DIR": data_dir}
     env.pop("DATABASE_URL", None)
-    server = subprocess.Popen(
-        [f"{bin_dir}/honcho", "start", "-p", "5000"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    command = [f"{bin_dir}/honcho", "start", "-p", "5000"]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     for _ in range(300):
         try:
             urllib.request.urlopen("http://localhost:5000/tasks", timeout=1)
