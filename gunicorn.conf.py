@@ -16,6 +16,9 @@ accesslog = None
 
 def on_starting(server):
     # Start the embedded database (if used) and migrate once, in the master,
-    # so the workers find both ready and log nothing twice.
-    conn = db.open_connection(_settings, "web")
-    conn.close()
+    # so the workers find both ready and log nothing twice. A database that is
+    # down now is no reason to stop: requests answer 503 until it is back.
+    try:
+        db.open_connection(_settings, "web").close()
+    except Exception as err:  # noqa: BLE001
+        server.log.warning("the database is not reachable yet: %s", " ".join(str(err).split()))

@@ -43,7 +43,8 @@ class Janitor:
 
     def clean_once(self, conn: psycopg2.extensions.connection) -> int:
         """One round: rescue lost tasks, then delete expired ones in batches until a short batch."""
-        for task_id, status in db.run(conn, "rescue_lost_tasks", {"limit": self.settings.janitor_batch}):
+        params = {"limit": self.settings.janitor_batch, "keep": self.settings.max_task_time}
+        for task_id, status in db.run(conn, "rescue_lost_tasks", params):
             log.warning("%s: task %s had lost its handler; now %s", self.process, task_id, status)
         deleted = 0
         while not self.stopping.is_set():

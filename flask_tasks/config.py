@@ -55,8 +55,10 @@ class Settings:
     gunicorn_workers: int
     gunicorn_threads: int
     max_content_length: int
+    max_bulk_tasks: int
     worker_name: str
     poll_interval: float
+    listen_notify: bool
     lease_seconds: float
     batch_size: int
     max_attempts: int
@@ -96,8 +98,10 @@ def load_settings() -> Settings:
         gunicorn_workers=int(_number("GUNICORN_WORKERS", 2, int, 1)),
         gunicorn_threads=int(_number("GUNICORN_THREADS", 1, int, 1)),
         max_content_length=int(_number("MAX_CONTENT_LENGTH", 1024 * 1024, int, 1)),
+        max_bulk_tasks=int(_number("MAX_BULK_TASKS", 10_000, int, 1)),
         worker_name=env("WORKER_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}",
         poll_interval=_number("POLL_INTERVAL", 0.5, float, 0.01),
+        listen_notify=_boolean("LISTEN_NOTIFY", True),
         lease_seconds=_number("LEASE_SECONDS", 30.0, float, 1.0),
         batch_size=int(_number("BATCH_SIZE", 10, int, 1)),
         max_attempts=int(_number("MAX_ATTEMPTS", 3, int, 1, 1000)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +24,7 @@ TRANSIENT_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 psycopg2.extras.register_uuid()
 
 _resolved_url: str | None = None
+_resolve_lock = threading.Lock()  # a handler's two threads may ask at once
 _migrated_pid: int | None = None
 
 
@@ -54,14 +56,15 @@ def database_url(settings: Settings, process: str) -> str:
     Logs once per process which database it uses.
     """
     global _resolved_url
-    if _resolved_url is None:
-        if settings.database_url:
-            _resolved_url = settings.database_url
-            log.info("%s: using PostgreSQL at %s", process, safe_url(_resolved_url))
-        else:
-            _resolved_url = _start_embedded(settings)
-            log.info("%s: using the embedded PostgreSQL in %s", process, settings.embedded_dir)
-    return _resolved_url
+    with _resolve_lock:
+        if _resolved_url is None:
+            if settings.database_url:
+                _resolved_url = settings.database_url
+                log.info("%s: using PostgreSQL at %s", process, safe_url(_resolved_url))
+            else:
+                _resolved_url = _start_embedded(settings)
+                log.info("%s: using the embedded PostgreSQL in %s", process, settings.embedded_dir)
+        return _resolved_url
 
 
 def error_text(err: psycopg2.Error) -> str:
@@ -73,9 +76,22 @@ def error_text(err: psycopg2.Error) -> str:
     return f"{primary} ({detail})" if detail else primary
 
 
+# For every connection: give up connecting after 5 s; notice a dead peer (a half-open
+# TCP connection after a partition) within about 30 s instead of waiting forever;
+# no statement may run longer than a minute or wait for a lock longer than 10 s.
+CONNECT_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "options": "-c statement_timeout=60000 -c lock_timeout=10000",
+}
+
+
 def connect(url: str, application_name: str) -> psycopg2.extensions.connection:
     """An autocommit connection: each statement commits on its own."""
-    conn = psycopg2.connect(url, application_name=application_name, connect_timeout=5)
+    conn = psycopg2.connect(url, application_name=application_name, **CONNECT_OPTIONS)
     conn.autocommit = True
     return conn
 

@@ -66,14 +66,19 @@ class Interrupt(BaseException):
 
 
 def error_of(err: BaseException) -> dict[str, str]:
-    return {"message": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+    """Message and traceback of an exception, even one whose str() itself fails."""
+    try:
+        text = str(err)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not take the handler down
+        text = "(its message could not be read)"
+    return {"message": f"{type(err).__name__}: {text}", "traceback": traceback.format_exc()}
 
 
 def to_json(value: Any) -> Outcome:
     try:
         return Outcome("done", result=json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as err:
-        return Outcome("error", error={"message": f"the result is not JSON-serialisable: {err}"})
+    except Exception as err:  # TypeError, ValueError, RecursionError (too deep) ...
+        return Outcome("error", error={"message": f"the result is not JSON-serialisable: {error_of(err)['message']}"})
 
 
 def timeout_error(seconds: float) -> dict[str, str]:
@@ -87,41 +92,45 @@ class InProcessRunner:
     """Runs tasks in the handler's main thread.
 
     A timeout is a SIGALRM timer; a cancel request is a SIGUSR1 sent by the
-    heartbeat thread. Either raises Interrupt inside the task, but only while a
-    task is running (`armed`), never in the handler's own code.
+    database thread. Either raises Interrupt inside the task, but only while a
+    task is running (`armed`), never in the handler's own code; and again every
+    0.1 s while the task goes on, so a task that swallows one still stops.
     """
+
+    REPEAT = 0.1  # seconds between further interrupts of a task that goes on
 
     def __init__(self) -> None:
         self.armed = False
         self.timeout = 0.0
-        self.current: object = None  # the claim token of the running task
-        self.cancel: object = None  # the claim token a cancel was asked for
+        self.cancelled: Callable[[], bool] = lambda: False  # is the running task cancelled?
+        self.stopped_by = ""  # "timeout" or "cancelled" once an interrupt was raised in the task
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.signal(signal.SIGUSR1, self._on_cancel)
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self.armed:
-            self.armed = False
+            self.stopped_by = self.stopped_by or "timeout"
             raise Interrupt("timeout", timeout_error(self.timeout)["message"])
 
     def _on_cancel(self, signum: int, frame: Any) -> None:
-        # Tokens are unique, so a late signal meant for an earlier task matches nothing.
-        if self.armed and self.cancel == self.current:
-            self.armed = False
+        if self.armed and self.cancelled():
+            self.stopped_by = self.stopped_by or "cancelled"
             raise Interrupt("cancelled", CANCELLED["message"])
 
-    def request_cancel(self, token: object) -> None:
-        """Called from another thread: interrupt the task with this claim token if it is running."""
-        self.cancel = token
+    def interrupt(self) -> None:
+        """Called from another thread: the running task is cancelled; stop it."""
         signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
 
-    def run(self, func: Callable[..., Any], args: dict, timeout: float | None, token: object) -> Outcome:
-        self.timeout, self.current = timeout or 0.0, token
+    def run(
+        self, func: Callable[..., Any], args: dict, timeout: float | None, cancelled: Callable[[], bool]
+    ) -> Outcome:  # noqa: E501
+        self.timeout, self.cancelled, self.stopped_by = timeout or 0.0, cancelled, ""
         try:
-            self.armed = True
-            if timeout:
-                signal.setitimer(signal.ITIMER_REAL, timeout)
             try:
+                # Set (or clear) the timer every time: a signal that landed in the last
+                # task's `finally` may have skipped its clearing.
+                signal.setitimer(signal.ITIMER_REAL, timeout or 0, self.REPEAT if timeout else 0)
+                self.armed = True
                 value = func(**args)
             finally:
                 self.armed = False
@@ -129,8 +138,16 @@ class InProcessRunner:
         except Interrupt as stop:
             return Outcome(stop.kind, error={"message": str(stop)})
         except BaseException as err:  # a task's SystemExit fails the task, not the handler
+            if self.stopped_by:  # it swallowed the interrupt, then failed: the interrupt is the cause
+                return self._interrupted()
             return Outcome("error", error=error_of(err))
-        return to_json(value)
+        # A task that swallowed every interrupt and returned still ran out of time (or was cancelled).
+        return self._interrupted() if self.stopped_by else to_json(value)
+
+    def _interrupted(self) -> Outcome:
+        if self.stopped_by == "timeout":
+            return Outcome("timeout", error=timeout_error(self.timeout))
+        return Outcome("cancelled", error=CANCELLED)
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -18,18 +18,23 @@ class StopSignal:
         self.process = process
         self.event = threading.Event()
         self.at = 0.0  # time.monotonic() of the first signal
+        self.signal = ""
+        self.logged = False
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only note it: logging here could re-enter a write the signal interrupted.
         if not self.event.is_set():
-            self.at = time.monotonic()
-            log.info("%s: %s received, stopping", self.process, signal.Signals(signum).name)
+            self.at, self.signal = time.monotonic(), signal.Signals(signum).name
             self.event.set()
 
     def is_set(self) -> bool:
+        if self.event.is_set() and not self.logged:
+            self.logged = True
+            log.info("%s: %s received, stopping", self.process, self.signal)
         return self.event.is_set()
 
     def pause(self, seconds: float) -> None:

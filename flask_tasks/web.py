@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -56,8 +57,10 @@ class ConnectionPool:
             if self._pool is None or self._pid != os.getpid():
                 url = db.database_url(self.settings, "web")
                 db.open_connection(self.settings, "web").close()  # the schema, once per process
+                # As many connections as threads, kept open (a pool with minconn=0 closes each one it gets back).
+                threads = self.settings.gunicorn_threads
                 self._pool = psycopg2.pool.ThreadedConnectionPool(
-                    0, self.settings.gunicorn_threads, url, application_name="flask-tasks web", connect_timeout=5
+                    threads, threads, url, application_name="flask-tasks web", **db.CONNECT_OPTIONS
                 )
                 self._pid = os.getpid()
             return self._pool
@@ -169,17 +172,21 @@ def parse_new_task(body: Any, registry: Registry, default_type: str) -> NewTask:
 
 def insert_params(new: NewTask, settings: Settings) -> dict[str, Any]:
     """Parameters of insert_task; the request's options win over the task type's, which win over settings."""
+    return {**task_fields(new, settings), "args": Json(new.args), "max_task_time": settings.max_task_time}
+
+
+def task_fields(new: NewTask, settings: Settings) -> dict[str, Any]:
+    """The columns of a new task, as plain values."""
     request, task_type = new.request, new.task_type
     return {
         "type": request.type,
-        "args": Json(new.args),
+        "args": new.args,
         "max_attempts": request.max_attempts or task_type.max_attempts or settings.max_attempts,
         "timeout": request.timeout or task_type.timeout or settings.task_timeout,
         "priority": request.priority,
         "run_at": request.run_at,
         "delay": request.delay or 0,
         "idempotency_key": request.idempotency_key,
-        "max_task_time": settings.max_task_time,
     }
 
 
@@ -193,21 +200,65 @@ def task_json(task: dict[str, Any], legacy: bool = False) -> dict[str, Any]:
 @api.post("/task/new")
 @api.post("/task")
 def create_task():
+    """One task from a JSON object, or many at once, all or nothing, from a JSON array of them."""
     app = current_app
     settings: Settings = app.config["SETTINGS"]
-    new = parse_new_task(json_body(), app.config["REGISTRY"], settings.default_task_type)
+    body = json_body()
+    if isinstance(body, list):
+        return create_tasks(body, settings, app.config["REGISTRY"])
+    new = parse_new_task(body, app.config["REGISTRY"], settings.default_task_type)
     params = insert_params(new, settings)
-    try:
+    with storing():
         rows = db.run_dicts(get_db(), "insert_task", params)
         if not rows:  # the idempotency key is taken: answer with the task it made
             rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", params)
-            if rows:
-                return jsonify(task_json(rows[0], new.legacy)), 200
-            rows = db.run_dicts(get_db(), "insert_task", params)  # it expired meanwhile
-    except (psycopg2.DataError, UnicodeEncodeError) as err:  # e.g. "\u0000" or a lone surrogate
-        reason = db.error_text(err) if isinstance(err, psycopg2.Error) else one_line(err)
-        raise ApiError(400, f"the arguments hold a value that cannot be stored: {reason}") from None
+            if not rows:  # it expired and was deleted just now
+                raise ApiError(409, "that idempotency key was in use a moment ago; send the request again")
+            check_same_task(rows[0], new)
+            return jsonify(task_json(rows[0], new.legacy)), 200
     return jsonify(task_json(rows[0], new.legacy)), 201
+
+
+def create_tasks(bodies: list[Any], settings: Settings, registry: Registry):
+    if not bodies:
+        raise ApiError(400, "the array of tasks is empty.")
+    if len(bodies) > settings.max_bulk_tasks:
+        raise ApiError(400, f"at most {settings.max_bulk_tasks} tasks in one request (MAX_BULK_TASKS).")
+    news = []
+    for index, body in enumerate(bodies):
+        try:
+            news.append(parse_new_task(body, registry, settings.default_task_type))
+        except ApiError as err:
+            raise ApiError(err.status, f"task [{index}]: {err.message}") from None
+    ids = [str(uuid.uuid4()) for _ in news]
+    tasks = [{"id": task_id, **task_fields(new, settings)} for task_id, new in zip(ids, news, strict=True)]
+    params = {"tasks": json.dumps(tasks), "max_task_time": settings.max_task_time}
+    with storing():
+        found = {str(row["id"]): row for row in db.run_dicts(get_db(), "insert_tasks", params)}
+        for task_id, new in zip(ids, news, strict=True):
+            if task_id not in found:  # its idempotency key was taken: the task it made stands in
+                rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", task_fields(new, settings))
+                if not rows:
+                    raise ApiError(409, "an idempotency key was in use a moment ago; send the request again")
+                check_same_task(rows[0], new)
+                found[task_id] = rows[0]
+    return jsonify([task_json(found[task_id], new.legacy) for task_id, new in zip(ids, news, strict=True)]), 201
+
+
+def check_same_task(existing: dict[str, Any], new: NewTask) -> None:
+    """A reused idempotency key must come with the same task, or it is a client's mistake."""
+    if existing["type"] != new.request.type or existing["args"] != new.args:
+        raise ApiError(409, f"the idempotency key [{new.request.idempotency_key}] was used for a different task")
+
+
+@contextlib.contextmanager
+def storing() -> Any:
+    """Turn values PostgreSQL will not store into a 400."""
+    try:
+        yield
+    except (psycopg2.DataError, UnicodeEncodeError, ValueError) as err:  # "\u0000", a lone surrogate, a NUL
+        reason = db.error_text(err) if isinstance(err, psycopg2.Error) else one_line(err)
+        raise ApiError(400, f"the request holds a value that cannot be stored: {reason}") from None
 
 
 def find_task(task_id: str) -> dict[str, Any]:

@@ -2,40 +2,59 @@
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
 import os
 import random
+import select
 import threading
 import time
 from typing import NamedTuple
-from uuid import UUID
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
-from psycopg2.extras import Json
 
 from flask_tasks import db
 from flask_tasks.config import Settings
-from flask_tasks.execution import CANCELLED, InProcessRunner, Outcome, TaskInfo, run_isolated, running
+from flask_tasks.execution import CANCELLED, InProcessRunner, Outcome, TaskInfo, error_of, run_isolated, running
 from flask_tasks.registry import Registry
 from flask_tasks.startup import start_process
 from flask_tasks.stopping import StopSignal, one_line
 
 log = logging.getLogger("flask_tasks.handler")
 
+# Errors for a result PostgreSQL will not store (e.g. \u0000 in jsonb, a string over 255 MB):
+# the task fails with the reason, the rest of the batch is written.
+UNSTORABLE = (psycopg2.DataError, psycopg2.errors.ProgramLimitExceeded)
+
 RESCUE_EVERY = 1.0  # seconds between looks for tasks whose handler died
 HEARTBEAT_EVERY = 1.0  # seconds between lease renewals (and looks for cancel requests), at most
 LONGEST_BACKOFF = 3600.0  # seconds: the cap on the wait before a retry
+QUEUE_SECONDS = 0.05  # claim about this much work ahead of the main thread...
+LONG_TASK = 1.0  # ...and give the rest back when a task runs longer than this, for others to take
 
 
 class Claimed(NamedTuple):
-    id: UUID
+    id: str
     type: str
     args: dict
-    token: UUID
+    token: str
     attempt: int
     max_attempts: int
     timeout: float | None
+
+
+class Finished(NamedTuple):
+    """An attempt's outcome, waiting to be written."""
+
+    task: Claimed
+    status: str  # done, failed, cancelled, or waiting (a retry)
+    outcome: Outcome
+    delay: float  # before the retry
+    started: float  # unix time it started
+    seconds: float  # how long it ran
 
 
 def retry_delay(attempt: int, first: float) -> float:
@@ -43,99 +62,80 @@ def retry_delay(attempt: int, first: float) -> float:
     return min(first * 2 ** (attempt - 1), LONGEST_BACKOFF) * random.uniform(0.75, 1.25)
 
 
+def outcomes_json(items: list[Finished]) -> str:
+    """The store_and_claim `outcomes` parameter. Results are JSON already: spliced in, not parsed again."""
+    rows = []
+    for item in items:
+        error = json.dumps(item.outcome.error) if item.outcome.error is not None else "null"
+        result = item.outcome.result if item.outcome.result is not None else "null"
+        rows.append(
+            f'{{"id":"{item.task.id}","token":"{item.task.token}","status":"{item.status}",'
+            f'"result":{result},"error":{error},"delay":{item.delay!r},"started":{item.started!r}}}'
+        )
+    return "[" + ",".join(rows) + "]"
+
+
 class Handler:
-    """One handler process. The main thread runs tasks; a heartbeat thread keeps their leases."""
+    """One handler process, in two threads.
+
+    The main thread only runs tasks, one after another, from a short queue.
+    The database thread does all the talking to PostgreSQL on its own
+    connection: in one statement it writes every outcome finished since its
+    last round trip and claims the next batch while the main thread is still
+    busy with the current one; it renews leases, passes on cancel requests,
+    rescues lost tasks, sleeps on LISTEN when there is no work, and enforces
+    the grace period after SIGTERM.
+    """
 
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
         self.process = f"handler {settings.worker_name}"
+        self.types = registry.names()
         self.conn: psycopg2.extensions.connection | None = None
         self._conn_pid = 0
         self.stopping = StopSignal(self.process)
-        self.finished = threading.Event()
-        self.held: dict[UUID, UUID] = {}  # claim token -> task id, for heartbeat and release
-        self.held_lock = threading.Lock()
-        self.cancelled: set[UUID] = set()  # claim tokens whose task a client cancelled
+        self.lock = threading.Condition()  # guards the four below
+        self.queue: collections.deque[Claimed] = collections.deque()  # claimed, not started
+        self.outbox: list[Finished] = []  # finished, not written
+        self.held: dict[str, str] = {}  # claim token -> task id: claimed, outcome not written
+        self.main_done = False  # the main thread has stopped taking tasks
+        self.current: Claimed | None = None  # the task the main thread runs
+        self.current_since = 0.0  # time.monotonic() when it started
+        self.task_seconds = 0.001  # moving average of how long a task runs, to size claims
+        self.cancelled: set[str] = set()  # claim tokens whose task a client cancelled
+        self.stopped = threading.Event()  # the database thread wrote and released everything
+        self.wake_read, self.wake_write = os.pipe()  # wakes the database thread from select()
+        self.idle = False  # the database thread sleeps in select()
         self.runner: InProcessRunner | None = None
         self.last_rescue = 0.0
 
-    # -- the loop ---------------------------------------------------------------
+    # -- the main thread ---------------------------------------------------------
 
     def run(self) -> int:
         self.stopping.install()
         self.runner = InProcessRunner()
-        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
-        log.info("%s: ready for task types %s", self.process, ", ".join(self.registry.names()))
-        backoff = db.Backoff()
+        threading.Thread(target=self._database_loop, name="database", daemon=True).start()
+        log.info("%s: ready for task types %s", self.process, ", ".join(self.types))
         while not self.stopping.is_set():
-            try:
-                self._rescue_lost_tasks()
-                batch = self._claim()
-                backoff.reset()
-                if batch:
-                    self._run_batch(batch)
-                else:
-                    self.stopping.pause(self.settings.poll_interval)
-            except psycopg2.Error as err:
-                log.warning("%s: database error, retrying: %s", self.process, one_line(err))
-                self._drop_connection()
-                self.stopping.pause(backoff.next())
-        self._release_held(self.conn)
-        self.finished.set()
+            with self.lock:
+                self.lock.wait_for(lambda: self.queue or self.stopping.is_set(), timeout=0.1)
+                task = self.queue.popleft() if self.queue and not self.stopping.is_set() else None
+            if task is not None:
+                started, self.current_since, self.current = time.time(), time.monotonic(), task
+                try:
+                    outcome = self._execute(task)
+                except Exception as err:  # the handler's own failure around the task: fail the task, go on
+                    outcome = Outcome("error", error=error_of(err))
+                self.current = None
+                self._finish(task, outcome, started, time.monotonic() - self.current_since)
+        with self.lock:
+            self.main_done = True
+            self.lock.notify_all()
+        self._wake()
+        self.stopped.wait(self.settings.shutdown_grace + 1)
         log.info("%s: stopped", self.process)
         return 0
-
-    def _db(self) -> psycopg2.extensions.connection:
-        # Never reuse a connection inherited across fork: check the pid.
-        if self.conn is None or self.conn.closed or self._conn_pid != os.getpid():
-            self.conn = db.open_connection(self.settings, self.process)
-            self._conn_pid = os.getpid()
-        return self.conn
-
-    def _drop_connection(self) -> None:
-        if self.conn is not None:
-            self.conn.close()  # never raises, even on a dead connection
-        self.conn = None
-
-    # -- claiming and running ---------------------------------------------------
-
-    def _rescue_lost_tasks(self) -> None:
-        if time.monotonic() - self.last_rescue < RESCUE_EVERY:
-            return
-        self.last_rescue = time.monotonic()
-        for task_id, status in db.run(self._db(), "rescue_lost_tasks", {"limit": 1000}):
-            log.warning("%s: task %s had lost its handler; now %s", self.process, task_id, status)
-
-    def _claim(self) -> list[Claimed]:
-        params = {
-            "types": self.registry.names(),
-            "batch": self.settings.batch_size,
-            "worker": self.settings.worker_name,
-            "lease": self.settings.lease_seconds,
-        }
-        with self.held_lock:  # so a release at shutdown sees every claim
-            batch = [Claimed(*row) for row in db.run(self._db(), "claim_tasks", params)]
-            self.held.update((task.token, task.id) for task in batch)
-        return batch
-
-    def _run_batch(self, batch: list[Claimed]) -> None:
-        for task in batch:
-            if self.stopping.is_set():
-                return  # the rest is released by run()
-            started = time.monotonic()
-            outcome = self._execute(task)
-            status, stored = self._store(task, outcome)
-            log.info(
-                "%s: task %s (%s, attempt %s) %s in %.3f s%s",
-                self.process,
-                task.id,
-                task.type,
-                task.attempt,
-                status,
-                time.monotonic() - started,
-                "" if stored else " (not stored: its claim had been taken over)",
-            )
 
     def _execute(self, task: Claimed) -> Outcome:
         if task.token in self.cancelled:
@@ -143,108 +143,228 @@ class Handler:
         task_type = self.registry.get(task.type)
         assert task_type is not None and self.runner is not None  # the claim only takes known types
         with running(TaskInfo(task.id, task.type, task.attempt, task.max_attempts)):
+            cancelled = lambda: task.token in self.cancelled  # noqa: E731
             if task_type.isolated:
-                cancelled = lambda: task.token in self.cancelled  # noqa: E731
                 return run_isolated(task_type.func, task.args, task.timeout, task_type.memory_limit_mb, cancelled)
-            return self.runner.run(task_type.func, task.args, task.timeout, task.token)
+            return self.runner.run(task_type.func, task.args, task.timeout, cancelled)
 
-    def _store(self, task: Claimed, outcome: Outcome) -> tuple[str, bool]:
-        """Write the outcome if the claim is still ours, retrying through a lost connection.
-
-        Returns the status written and whether it was written.
-        """
-        if outcome.kind == "done":
-            status, name = "done", "complete_task"
-        elif outcome.kind == "cancelled":
-            status, name = "cancelled", "complete_task"
-        elif task.attempt < task.max_attempts:
-            status, name = "waiting", "retry_task"
+    def _finish(self, task: Claimed, outcome: Outcome, started: float, seconds: float) -> None:
+        """Hand an outcome to the database thread."""
+        self.task_seconds = 0.8 * self.task_seconds + 0.2 * seconds
+        delay = 0.0
+        if outcome.kind in ("done", "cancelled"):
+            status = outcome.kind
+        elif task.attempt >= task.max_attempts:
+            status = "failed"
         else:
-            status, name = "failed", "complete_task"
-        task_type = self.registry.get(task.type)
-        first_backoff = self.settings.retry_backoff
-        if task_type is not None and task_type.retry_backoff is not None:
-            first_backoff = task_type.retry_backoff
-        params = {
-            "id": task.id,
-            "token": task.token,
-            "status": status,
-            "result": outcome.result,
-            "error": Json(outcome.error) if outcome.error is not None else None,
-            "delay": retry_delay(task.attempt, first_backoff),
-        }
+            status = "waiting"
+            task_type = self.registry.get(task.type)
+            first = self.settings.retry_backoff
+            if task_type is not None and task_type.retry_backoff is not None:
+                first = task_type.retry_backoff
+            delay = retry_delay(task.attempt, first)
+        finished = Finished(task, status, outcome, delay, started, seconds)
+        with self.lock:
+            self.outbox.append(finished)
+            self.lock.notify_all()
+        if self.idle:
+            self._wake()
+
+    def _wake(self) -> None:
+        os.write(self.wake_write, b"x")
+
+    # -- the database thread -------------------------------------------------------
+
+    def _db(self) -> psycopg2.extensions.connection:
+        # Never reuse a connection inherited across fork: check the pid.
+        if self.conn is None or self.conn.closed or self._conn_pid != os.getpid():
+            self.conn = db.open_connection(self.settings, self.process)
+            self._conn_pid = os.getpid()
+            if self.settings.listen_notify:
+                db.run(self.conn, "listen")
+        return self.conn
+
+    def _drop_connection(self) -> None:
+        if self.conn is not None:
+            self.conn.close()  # never raises, even on a dead connection
+        self.conn = None
+
+    def _database_loop(self) -> None:
+        heartbeat_every = min(self.settings.lease_seconds / 3, HEARTBEAT_EVERY)
+        next_heartbeat = time.monotonic() + heartbeat_every
         backoff = db.Backoff()
-        try:
-            while True:
-                try:
-                    with self._db().cursor() as cur:
-                        cur.execute(db.QUERIES[name], params)
-                        return status, cur.rowcount == 1
-                except psycopg2.DataError as err:  # e.g. a \u0000 in a string, which jsonb refuses
-                    message = f"the result cannot be stored: {db.error_text(err)}"
-                    status, name = "failed", "complete_task"
-                    params.update(status=status, result=None, error=Json({"message": message}))
-                except db.TRANSIENT_ERRORS as err:
-                    if self.stopping.is_set():
-                        return status, False  # the lease runs out and another handler runs it again
-                    log.warning("%s: cannot store task %s yet: %s", self.process, task.id, one_line(err))
-                    self._drop_connection()
-                    time.sleep(backoff.next())
-        finally:
-            with self.held_lock:
-                self.held.pop(task.token, None)
-                self.cancelled.discard(task.token)
-
-    def _release_held(self, conn: psycopg2.extensions.connection | None) -> None:
-        with self.held_lock:
-            tokens = list(self.held)
-            if not tokens or conn is None:
-                return
+        while True:
+            with self.lock:
+                items, self.outbox = self.outbox, []
+                want = 0 if self.main_done or self.stopping.is_set() else self._wanted()
+                done = self.main_done and not items
             try:
-                db.run(conn, "release_tasks", {"tokens": tokens})
-                log.info("%s: released %s unfinished tasks", self.process, len(tokens))
-                self.held.clear()
-            except psycopg2.Error as err:
-                log.warning("%s: could not release tasks, their leases will run out: %s", self.process, one_line(err))
+                if done:
+                    self._release_held()
+                    self.stopped.set()
+                    return
+                conn = self._db()
+                if items or want:
+                    claimed = self._exchange(conn, items, want)
+                    items = []
+                    if want and not claimed:
+                        self._wait_for_work(conn, next_heartbeat)
+                else:
+                    self._wait_for_outcomes(next_heartbeat)
+                if time.monotonic() >= next_heartbeat:
+                    self._heartbeat(conn)
+                    self._rescue_lost_tasks(conn)
+                    next_heartbeat = time.monotonic() + heartbeat_every
+                backoff.reset()
+            except Exception as err:  # this thread must outlive any error, or nothing gets written
+                log.warning("%s: database error, retrying: %s", self.process, one_line(err))
+                self._drop_connection()
+                with self.lock:  # keep them for the next try, in order
+                    self.outbox[:0] = items
+                self.stopping.pause(backoff.next())
+            if self.stopping.is_set():
+                self._enforce_grace()
 
-    # -- the heartbeat thread ---------------------------------------------------
+    def _wanted(self) -> int:
+        """How many tasks to claim now: about QUEUE_SECONDS of work (at most BATCH_SIZE), once half is done.
 
-    def _side_connection(self) -> psycopg2.extensions.connection:
-        # The heartbeat's own connection: the main one is busy while a task runs.
-        return db.connect(db.database_url(self.settings, self.process), f"flask-tasks {self.process} heartbeat")
+        Fast tasks are claimed a batch at a time; slow ones one at a time, so a
+        handler does not sit on tasks that other handlers could be running.
+        """
+        if self.current is not None and time.monotonic() - self.current_since > LONG_TASK:
+            return 0  # a long task: what is claimed now would only wait behind it
+        target = max(1, min(self.settings.batch_size, int(QUEUE_SECONDS / max(self.task_seconds, 1e-6))))
+        waiting = len(self.queue) + (1 if self.current is not None else 0)
+        return target - waiting if waiting <= target // 2 else 0
 
-    def _heartbeat(self) -> None:
-        """Extend the leases of held tasks and pass on cancel requests; after a stop, enforce the grace period."""
-        conn = None
-        interval = min(self.settings.lease_seconds / 3, HEARTBEAT_EVERY)
-        while not self.stopping.event.wait(interval):
-            with self.held_lock:
-                tokens = list(self.held)
-            if not tokens:
-                continue
-            try:
-                if conn is None or conn.closed:
-                    conn = self._side_connection()
-                rows = db.run(conn, "extend_leases", {"tokens": tokens, "lease": self.settings.lease_seconds})
-            except psycopg2.Error as err:
-                log.warning("%s: heartbeat failed: %s", self.process, one_line(err))
-                conn = None
-                continue
-            for token, cancel_requested in rows:
-                if cancel_requested and token not in self.cancelled:
-                    self.cancelled.add(token)
-                    assert self.runner is not None
-                    self.runner.request_cancel(token)
-        left = self.stopping.at + self.settings.shutdown_grace - time.monotonic()
-        if self.finished.wait(max(left, 0)):
+    def _wait_for_work(self, conn: psycopg2.extensions.connection, until: float) -> None:
+        """Nothing to claim: sleep until a task is announced (LISTEN/NOTIFY), an outcome arrives or time passes."""
+        if conn.notifies:  # announced while the last claim ran: it may not have seen them
+            conn.notifies.clear()
             return
-        # The current task runs past the grace period: give it back and leave now.
+        self.idle = True
+        try:
+            deadline = min(time.monotonic() + self.settings.poll_interval, until)
+            while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+                watch = [conn, self.wake_read] if self.settings.listen_notify else [self.wake_read]
+                ready = select.select(watch, [], [], min(left, 0.1))[0]
+                if self.wake_read in ready:
+                    os.read(self.wake_read, 4096)
+                    return
+                if ready:
+                    conn.poll()
+                    if conn.notifies:
+                        conn.notifies.clear()
+                        return
+                if self.outbox or self.main_done:
+                    return
+        finally:
+            self.idle = False
+
+    def _wait_for_outcomes(self, until: float) -> None:
+        with self.lock:
+            self.lock.wait_for(
+                lambda: self.outbox or self.main_done or self._wanted(),
+                timeout=max(0.0, min(until - time.monotonic(), 0.1)),
+            )
+
+    def _exchange(self, conn: psycopg2.extensions.connection, items: list[Finished], want: int) -> list[Claimed]:
+        """Write these outcomes and claim up to `want` tasks, in one statement; queue the claimed ones."""
+        params = {
+            "outcomes": outcomes_json(items),
+            "types": self.types,
+            "batch": want,
+            "worker": self.settings.worker_name,
+            "lease": self.settings.lease_seconds,
+            "keep": self.settings.max_task_time,
+        }
+        try:
+            rows = db.run(conn, "store_and_claim", params)
+        except UNSTORABLE as err:  # a result PostgreSQL refuses (a \u0000, over 255 MB): find it, fail it
+            if len(items) > 1:
+                for item in items:
+                    self._exchange(conn, [item], 0)
+                return self._exchange(conn, [], want) if want else []
+            failed = Outcome("error", error={"message": f"the result cannot be stored: {db.error_text(err)}"})
+            items = [items[0]._replace(status="failed", outcome=failed)]
+            rows = db.run(conn, "store_and_claim", {**params, "outcomes": outcomes_json(items)})
+        claimed = [Claimed(*row[1:]) for row in rows if not row[0]]
+        with self.lock:
+            self.held.update((task.token, task.id) for task in claimed)
+            if not (self.main_done or self.stopping.is_set()):  # else they are released with the rest
+                self.queue.extend(claimed)
+                self.lock.notify_all()
+        written = {row[1] for row in rows if row[0]}
+        self._done(items, written)
+        return claimed
+
+    def _done(self, items: list[Finished], written: set[str]) -> None:
+        """Forget the written tasks and log one line for each."""
+        if not items:
+            return
+        with self.lock:
+            for item in items:
+                self.held.pop(item.task.token, None)
+                self.cancelled.discard(item.task.token)
+        lines = [
+            f"{self.process}: task {item.task.id} ({item.task.type}, attempt {item.task.attempt}) {item.status} "
+            f"in {item.seconds:.3f} s" + ("" if item.task.id in written else " (not stored: its claim was taken over)")
+            for item in items
+        ]
+        log.info("%s", "\n".join(lines))
+
+    def _heartbeat(self, conn: psycopg2.extensions.connection) -> None:
+        """Renew the leases of held tasks; pass on cancel requests; give back the queue behind a long task."""
+        with self.lock:
+            current = self.current
+            if current is not None and self.queue and time.monotonic() - self.current_since > LONG_TASK:
+                self._release(conn, [task.token for task in self.queue])
+            tokens = list(self.held)
+        if not tokens:
+            return
+        rows = db.run(conn, "extend_leases", {"tokens": tokens, "lease": self.settings.lease_seconds})
+        with self.lock:
+            self.cancelled.update(str(token) for token, cancel_requested in rows if cancel_requested)
+        if current is not None and current.token in self.cancelled and self.runner is not None:
+            self.runner.interrupt()  # again at every heartbeat until the task stops
+
+    def _rescue_lost_tasks(self, conn: psycopg2.extensions.connection) -> None:
+        if time.monotonic() - self.last_rescue < RESCUE_EVERY:
+            return
+        self.last_rescue = time.monotonic()
+        params = {"limit": 1000, "keep": self.settings.max_task_time}
+        for task_id, status in db.run(conn, "rescue_lost_tasks", params):
+            log.warning("%s: task %s had lost its handler; now %s", self.process, task_id, status)
+
+    def _release(self, conn: psycopg2.extensions.connection, tokens: list[str]) -> None:
+        """Give these claimed tasks back to the queue (the attempt is undone). Call with the lock held."""
+        db.run(conn, "release_tasks", {"tokens": tokens})
+        for token in tokens:
+            self.held.pop(token, None)
+        self.queue = collections.deque(task for task in self.queue if task.token not in tokens)
+        log.info("%s: gave back %s tasks it had not started", self.process, len(tokens))
+
+    def _release_held(self) -> None:
+        """Give back every task claimed and not finished."""
+        try:
+            with self.lock:
+                if self.held:
+                    self._release(self._db(), list(self.held))
+        except psycopg2.Error as err:
+            log.warning("%s: could not release tasks, their leases will run out: %s", self.process, one_line(err))
+
+    def _enforce_grace(self) -> None:
+        """After a stop request: if the current task runs past the grace period, give it back and leave."""
+        if self.main_done or time.monotonic() < self.stopping.at + self.settings.shutdown_grace:
+            return
         grace = self.settings.shutdown_grace
         log.warning("%s: a task still runs after %.1f s; releasing it and exiting", self.process, grace)
         try:
-            if conn is None or conn.closed:
-                conn = self._side_connection()
-            self._release_held(conn)
+            with self.lock:
+                items, self.outbox = self.outbox, []
+            if items:
+                self._exchange(self._db(), items, 0)
+            self._release_held()
         except psycopg2.Error as err:
             log.warning("%s: could not release tasks: %s", self.process, one_line(err))
         logging.shutdown()

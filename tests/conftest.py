@@ -216,6 +216,11 @@ def enqueue_many(conn: psycopg2.extensions.connection, type_name: str, args: lis
         )
 
 
+def claim(handler) -> list:
+    """Claim a batch in-process the way a handler's database thread does."""
+    return handler._exchange(handler._db(), [], handler.settings.batch_size)
+
+
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> object:
     """Poll until condition() is truthy and return its value; fail after timeout seconds."""
     deadline = time.monotonic() + timeout

@@ -3,6 +3,7 @@
 Handler processes under test load this module (TASKS_MODULE=tests.sidefx_tasks).
 """
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -126,3 +127,22 @@ def effect(seconds: float) -> int:
         cur.execute("INSERT INTO attempt_effects (task_id, attempt) VALUES (%s, %s)", (str(info.id), info.attempt))
     time.sleep(seconds)
     return info.attempt
+
+
+@task(max_attempts=1)
+def stubborn(seconds: float) -> str:
+    """Swallow every exception while sleeping: only a repeated interrupt stops it."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with contextlib.suppress(BaseException):
+            time.sleep(0.01)
+    return "finished"
+
+
+@task(max_attempts=1)
+def deep() -> list:
+    """Return a list nested too deeply for JSON."""
+    value: list = []
+    for _ in range(100_000):
+        value = [value]
+    return value

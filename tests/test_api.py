@@ -263,7 +263,7 @@ def test_args_not_an_object_is_400(client, conn, args):
     assert_rejected(client, conn, {"type": "add", "args": args}, 400, "the field [args] must be a JSON object.")
 
 
-@pytest.mark.parametrize("data", ['[{"type": "add", "args": {"x": 1, "y": 2}}]', "3", '"add"', "null", "true"])
+@pytest.mark.parametrize("data", ["3", '"add"', "null", "true"])
 def test_body_not_an_object_is_400(client, conn, data):
     message = assert_error(post_raw(client, data), 400)
     assert message.startswith("the request body must be a JSON object")

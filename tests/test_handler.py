@@ -9,8 +9,8 @@ import pytest
 
 from flask_tasks import db
 from flask_tasks.execution import Outcome
-from flask_tasks.worker import Handler
-from tests.conftest import enqueue, enqueue_many, query, wait_for
+from flask_tasks.worker import Finished, Handler
+from tests.conftest import claim, enqueue, enqueue_many, query, wait_for
 
 
 def task_row(conn, task_id: str) -> dict:
@@ -98,7 +98,7 @@ def test_a_task_that_keeps_killing_its_handler_fails_after_max_attempts(conn, pr
         assert proc.wait(timeout=30) == -signal.SIGKILL
         assert task_row(conn, task_id)["attempts"] == attempt
     time.sleep(1.2)  # the last lease runs out
-    assert [status for _, status in db.run(conn, "rescue_lost_tasks", {"limit": 10})] == ["failed"]
+    assert [status for _, status in db.run(conn, "rescue_lost_tasks", {"limit": 10, "keep": 60})] == ["failed"]
     row = task_row(conn, task_id)
     assert row["status"] == "failed" and "attempt 2 was lost" in row["error"]["message"]
 
@@ -137,11 +137,13 @@ def test_sigterm_during_a_long_task_releases_it_after_the_grace_period(conn, pro
 def test_a_completion_whose_claim_was_taken_over_is_not_written(conn, settings, registry):
     task_id = enqueue(conn, "add", {"x": 1, "y": 2})
     handler = Handler(settings, registry)
-    [claimed] = handler._claim()
+    [claimed] = claim(handler)
     assert str(claimed.id) == task_id
     # Another handler rescued and re-claimed it meanwhile: the claim token changed.
     query(conn, "UPDATE tasks SET claim_token = gen_random_uuid(), worker = 'other' WHERE id = %s", (task_id,))
-    assert handler._store(claimed, Outcome("done", result="3")) == ("done", False)
+    finished = Finished(claimed, "done", Outcome("done", result="3"), 0.0, 0.0, 0.0)
+    handler._exchange(handler.conn, [finished], 0)
+    assert claimed.token not in handler.held
     row = task_row(conn, task_id)
     assert row["status"] == "running" and row["result"] is None and row["worker"] == "other"
     handler.conn.close()
@@ -173,6 +175,6 @@ def test_handler_claims_only_types_it_knows(conn, settings, registry, names):
     enqueue(conn, "sleep", {"seconds": 0})
     add_id = enqueue(conn, "add", {"x": 1, "y": 2})
     handler = Handler(settings, only)
-    claimed = handler._claim()
+    claimed = claim(handler)
     assert [str(row[0]) for row in claimed] == [add_id]
     handler.conn.close()

@@ -18,6 +18,8 @@ CATALOG = {
     "constraints": """SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
                       WHERE conrelid = 'tasks'::regclass ORDER BY conname""",
     "options": "SELECT reloptions FROM pg_class WHERE relname = 'tasks'",
+    "triggers": "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'tasks'::regclass ORDER BY 1",
+    "functions": "SELECT proname, prosrc FROM pg_proc WHERE proname LIKE 'flask_tasks%%' ORDER BY 1",
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 from flask_tasks import db
 from flask_tasks.execution import InProcessRunner
 from flask_tasks.worker import Handler, retry_delay
-from tests.conftest import enqueue, query, wait_for
+from tests.conftest import claim, enqueue, query, wait_for
 
 
 def task_row(conn, task_id: str) -> dict:
@@ -49,12 +49,13 @@ def test_a_retry_waits_for_its_backoff(conn, settings, registry):
     task_id = enqueue(conn, "boom", max_attempts=3)
     handler = Handler(dataclasses.replace(settings, retry_backoff=30.0), registry)
     handler.runner = InProcessRunner()
-    [claimed] = handler._claim()
-    handler._run_batch([claimed])
+    [claimed] = claim(handler)
+    handler._finish(claimed, handler._execute(claimed), 0.0, 0.0)
+    handler._exchange(handler._db(), handler.outbox, 0)
     row = task_row(conn, task_id)
     assert row["status"] == "waiting" and row["attempts"] == 1
     assert 30 * 0.75 - 1 <= row["run_at"] - time.time() <= 30 * 1.25 + 1
-    assert handler._claim() == []  # not due yet
+    assert claim(handler) == []  # not due yet
     handler.conn.close()
 
 
@@ -127,7 +128,7 @@ def test_higher_priority_is_claimed_first(conn, settings, registry):
     normal = enqueue(conn, "add", {"x": 1, "y": 1})
     high = enqueue(conn, "add", {"x": 1, "y": 1}, priority=10)
     handler = Handler(settings, registry)
-    order = [str(claimed.id) for claimed in handler._claim()]
+    order = [str(claimed.id) for claimed in claim(handler)]
     assert order == [high, normal, low]
     handler.conn.close()
 
@@ -139,9 +140,9 @@ def test_a_delayed_task_waits_until_it_is_due(conn, client, settings, registry):
     at = client.post("/task", json={"type": "add", "args": {"x": 1, "y": 1}, "run_at": time.time() + 60}).json
     assert at["run_at"] >= time.time() + 58
     handler = Handler(settings, registry)
-    assert handler._claim() == []
+    assert claim(handler) == []
     time.sleep(1.6)
-    assert [str(c.id) for c in handler._claim()] == [delayed["id"]]
+    assert [str(c.id) for c in claim(handler)] == [delayed["id"]]
     handler.conn.close()
 
 
@@ -213,9 +214,50 @@ def test_cancel_a_running_task(conn, client, processes, type_name):
 def test_the_same_idempotency_key_returns_the_first_task(client, conn):
     body = {"type": "add", "args": {"x": 1, "y": 2}, "idempotency_key": "order-42"}
     first = client.post("/task", json=body)
-    second = client.post("/task", json={**body, "args": {"x": 5, "y": 5}})
+    second = client.post("/task", json=body)
     other = client.post("/task", json={**body, "idempotency_key": "order-43"})
     assert (first.status_code, second.status_code, other.status_code) == (201, 200, 201)
     assert second.json["id"] == first.json["id"] and second.json["args"] == {"x": 1, "y": 2}
     assert other.json["id"] != first.json["id"]
     assert query(conn, "SELECT count(*) FROM tasks") == [(2,)]
+
+
+def test_a_task_that_swallows_its_timeout_is_interrupted_again(conn, processes):
+    task_id = enqueue(conn, "stubborn", {"seconds": 5}, timeout=0.3)
+    processes.start("handler.py")
+    row = wait_for(lambda: finished(conn, task_id), timeout=10)
+    assert row["status"] == "failed" and row["error"]["message"].startswith("timeout")
+
+
+def test_a_result_too_deep_for_json_fails_the_task_not_the_handler(conn, processes):
+    task_id = enqueue(conn, "deep")
+    after = enqueue(conn, "add", {"x": 1, "y": 1})
+    handler = processes.start("handler.py")
+    row = wait_for(lambda: finished(conn, task_id))
+    assert row["status"] == "failed" and "not JSON-serialisable" in row["error"]["message"]
+    assert wait_for(lambda: finished(conn, after))["result"] == 2
+    assert handler.poll() is None
+
+
+def test_a_cancel_that_comes_before_a_retry_ends_the_task(conn, settings, registry):
+    task_id = enqueue(conn, "boom", max_attempts=3)
+    handler = Handler(settings, registry)
+    handler.runner = InProcessRunner()
+    [claimed] = claim(handler)
+    query(conn, "UPDATE tasks SET cancel_requested = true")
+    handler._finish(claimed, handler._execute(claimed), 0.0, 0.0)
+    handler._exchange(handler._db(), handler.outbox, 0)
+    row = task_row(conn, task_id)
+    assert row["status"] == "cancelled" and row["attempts"] == 1
+    handler.conn.close()
+
+
+def test_a_handler_busy_with_a_long_task_gives_back_the_rest(conn, processes):
+    ids = [enqueue(conn, "sleep", {"seconds": 2.5}) for _ in range(2)]
+    first = processes.start("handler.py", WORKER_NAME="first")
+    wait_for(lambda: query(conn, "SELECT count(*) FROM tasks WHERE worker = 'first'")[0][0] == 2)
+    processes.start("handler.py", WORKER_NAME="second")
+    rows = [wait_for(lambda i=i: finished(conn, i), timeout=15) for i in ids]
+    assert {row["worker"] for row in rows} == {"first", "second"}
+    assert all(row["status"] == "done" and row["attempts"] == 1 for row in rows)
+    assert "gave back 1 tasks it had not started" in processes.output(first)

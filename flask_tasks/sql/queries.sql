@@ -14,8 +14,18 @@ floor(extract(epoch FROM expire))::bigint AS expire
 -- insert_task: store a new waiting task and return it; nothing when its idempotency key is taken
 INSERT INTO tasks (type, args, max_attempts, priority, run_at, timeout, idempotency_key, expire)
 SELECT %(type)s, %(args)s, %(max_attempts)s, %(priority)s, start, %(timeout)s, %(idempotency_key)s,
-       start + make_interval(secs => %(max_task_time)s)
+       greatest(start, now()) + make_interval(secs => %(max_task_time)s)
 FROM (SELECT coalesce(to_timestamp(%(run_at)s), now() + make_interval(secs => %(delay)s)) AS start) s
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING {task_columns};
+
+-- insert_tasks: store many new waiting tasks in one statement (all or nothing); those whose idempotency key is taken are left out
+INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, expire)
+SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
+       greatest(s.start, now()) + make_interval(secs => %(max_task_time)s)
+FROM jsonb_to_recordset(%(tasks)s::jsonb) AS t(id uuid, type text, args jsonb, max_attempts int, priority int,
+                                               run_at float8, delay float8, timeout float8, idempotency_key text)
+CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => t.delay)) AS start) s
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {task_columns};
 
@@ -33,44 +43,55 @@ SET status = CASE WHEN status = 'waiting' THEN 'cancelled' ELSE status END,
 WHERE id = %(id)s AND status IN ('waiting', 'running')
 RETURNING {task_columns};
 
--- claim_tasks: take up to `batch` due tasks of the given types, highest priority first, and mark them running
-WITH picked AS (
+-- store_and_claim: in one round trip, write finished attempts (each only if its claim is still ours: fencing) and claim up to `batch` due tasks of the given types, highest priority first, marking them running
+WITH stored AS (
+    UPDATE tasks t
+    SET status = CASE WHEN o.status = 'waiting' AND t.cancel_requested THEN 'cancelled' ELSE o.status END,
+        result = o.result,
+        last_error = coalesce(o.error, t.last_error),
+        started = to_timestamp(o.started),
+        finished = CASE WHEN o.status = 'waiting' AND NOT t.cancel_requested THEN NULL ELSE now() END,
+        run_at = CASE WHEN o.status = 'waiting' THEN now() + make_interval(secs => o.delay) ELSE t.run_at END,
+        expire = greatest(t.expire, now() + make_interval(secs => %(keep)s)),
+        claim_token = NULL, lease_until = NULL
+    FROM jsonb_to_recordset(%(outcomes)s::jsonb)
+         AS o(id uuid, token uuid, status text, result jsonb, error jsonb, delay float8, started float8)
+    WHERE t.id = o.id AND t.claim_token = o.token AND t.status = 'running'
+    RETURNING t.id
+), picked AS (
     SELECT id FROM tasks
     WHERE status = 'waiting' AND run_at <= now() AND type = ANY(%(types)s)
     ORDER BY priority DESC, run_at
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tasks t
+    SET status = 'running', worker = %(worker)s, claim_token = gen_random_uuid(),
+        lease_until = now() + make_interval(secs => %(lease)s), attempts = t.attempts + 1,
+        started = now()
+    FROM picked
+    WHERE t.id = picked.id
+    RETURNING t.id::text, t.type, t.args, t.claim_token::text, t.attempts, t.max_attempts, t.timeout
 )
-UPDATE tasks t
-SET status = 'running', worker = %(worker)s, claim_token = gen_random_uuid(),
-    lease_until = now() + make_interval(secs => %(lease)s), attempts = t.attempts + 1,
-    started = now()
-FROM picked
-WHERE t.id = picked.id
-RETURNING t.id, t.type, t.args, t.claim_token, t.attempts, t.max_attempts, t.timeout;
-
--- complete_task: store a task's final outcome, only if the claim is still ours (fencing)
-UPDATE tasks
-SET status = %(status)s, result = %(result)s::jsonb, last_error = coalesce(%(error)s, last_error),
-    finished = now(), claim_token = NULL, lease_until = NULL
-WHERE id = %(id)s AND claim_token = %(token)s AND status = 'running';
-
--- retry_task: record a failed attempt and put the task back to wait `delay` seconds, if the claim is still ours
-UPDATE tasks
-SET status = 'waiting', last_error = %(error)s, run_at = now() + make_interval(secs => %(delay)s),
-    claim_token = NULL, lease_until = NULL
-WHERE id = %(id)s AND claim_token = %(token)s AND status = 'running';
+SELECT true AS stored, id::text, NULL, NULL::jsonb, NULL, NULL::int, NULL::int, NULL::float8 FROM stored
+UNION ALL
+SELECT false, * FROM claimed;
 
 -- extend_leases: keep the leases of held tasks alive (heartbeat); returns those asked to stop
 UPDATE tasks SET lease_until = now() + make_interval(secs => %(lease)s)
 WHERE claim_token = ANY(%(tokens)s::uuid[]) AND status = 'running'
 RETURNING claim_token, cancel_requested;
 
--- release_tasks: give held tasks back to the queue, undoing the attempt (graceful stop)
+-- release_tasks: give held tasks back to the queue, undoing the attempt (a graceful stop, or a handler busy with a long task); a cancelled one ends
 UPDATE tasks
-SET status = 'waiting', attempts = greatest(attempts - 1, 0), worker = NULL,
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'waiting' END,
+    finished = CASE WHEN cancel_requested THEN now() END,
+    attempts = greatest(attempts - 1, 0), worker = NULL,
     claim_token = NULL, lease_until = NULL, started = NULL
 WHERE claim_token = ANY(%(tokens)s::uuid[]) AND status = 'running';
+
+-- listen: be told (by the tasks_notify trigger) when tasks are inserted
+LISTEN flask_tasks;
 
 -- rescue_lost_tasks: put running tasks whose lease ran out back to waiting, or end them when out of attempts or cancelled
 WITH lost AS (
@@ -87,15 +108,16 @@ SET status = CASE WHEN t.cancel_requested THEN 'cancelled'
     last_error = jsonb_build_object('message', format(
         'attempt %%s was lost: its handler stopped before finishing (lease expired)', t.attempts)),
     finished = CASE WHEN t.cancel_requested OR t.attempts >= t.max_attempts THEN now() END,
+    expire = greatest(t.expire, now() + make_interval(secs => %(keep)s)),
     claim_token = NULL, lease_until = NULL
 FROM lost
 WHERE t.id = lost.id
 RETURNING t.id, t.status;
 
--- delete_expired_tasks: delete up to `limit` tasks past their expiry that are not running
+-- delete_expired_tasks: delete up to `limit` finished tasks past their expiry
 DELETE FROM tasks WHERE id IN (
     SELECT id FROM tasks
-    WHERE expire < now() AND status <> 'running'
+    WHERE expire < now() AND status IN ('done', 'failed', 'cancelled')
     ORDER BY expire
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -36,6 +36,21 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_claim_idx ON tasks (priority DESC, run_at) WHERE status = 'waiting';
 -- The rescue reads running tasks whose lease ran out.
 CREATE INDEX tasks_lease_idx ON tasks (lease_until) WHERE status = 'running';
--- The janitor reads tasks past their expiry.
-CREATE INDEX tasks_expire_idx ON tasks (expire);
+-- The janitor reads finished tasks past their expiry. Only finished ones: every update
+-- of a row adds an entry to each index it is in, and claiming and running a task
+-- should not pay for this one. Expired tasks still waiting are found by tasks_claim_idx.
+CREATE INDEX tasks_finished_expire_idx ON tasks (expire) WHERE status IN ('done', 'failed', 'cancelled');
 CREATE UNIQUE INDEX tasks_idempotency_key_idx ON tasks (idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+-- Wake idle handlers at once when tasks are inserted: once per statement, so a
+-- bulk insert costs one notification. Handlers still poll, for when it is lost
+-- (or LISTEN_NOTIFY is off, e.g. behind PgBouncer in transaction mode).
+CREATE FUNCTION flask_tasks_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('flask_tasks', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tasks_notify AFTER INSERT ON tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION flask_tasks_notify();

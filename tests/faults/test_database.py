@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import threading
 import time
@@ -87,8 +88,8 @@ def test_postgres_restart_under_load(own_server, processes, report):
 
 
 def connection_budget(handlers: int, janitors: int, web_workers: int, threads: int) -> int:
-    """The README's formula: 2 per handler, 1 per janitor, `threads` per web worker, 1 more per web process at start."""
-    return 2 * handlers + janitors + web_workers * threads + (web_workers + 1)
+    """The README's formula: 1 per handler, 1 per janitor, `threads` per web worker, 1 more per web process at start."""
+    return handlers + janitors + web_workers * threads + (web_workers + 1)
 
 
 def test_connection_budget(conn, processes, report, database_url):
@@ -131,7 +132,7 @@ def test_connection_budget(conn, processes, report, database_url):
     budget = connection_budget(handlers, janitors, workers, threads)
     assert 0 < peak[0] <= budget
     report("processes", f"{handlers} handlers, {janitors} janitors, web {workers} workers x {threads} thread")
-    report("peak connections", f"{peak[0]} (budget {budget} = 2H + J + W*T + W + 1)")
+    report("peak connections", f"{peak[0]} (budget {budget} = H + J + W*T + W + 1)")
 
 
 def test_long_transaction_keeps_the_claim_fast(conn, database_url, report):
@@ -145,11 +146,10 @@ def test_long_transaction_keeps_the_claim_fast(conn, database_url, report):
         while time.monotonic() < end:
             db.run(worker, "insert_task", INSERT)
             started = time.perf_counter()
-            claimed = db.run(worker, "claim_tasks", CLAIM)
+            claimed = db.run(worker, "store_and_claim", {**CLAIM, "outcomes": "[]"})
             latencies.append((time.perf_counter() - started) * 1000)
-            for row in claimed:
-                params = {"id": row[0], "token": row[3], "status": "done", "result": "1", "error": None}
-                db.run(worker, "complete_task", params)
+            done = [{"id": row[1], "token": row[4], "status": "done", "result": 1, "started": 0} for row in claimed]
+            db.run(worker, "store_and_claim", {**CLAIM, "outcomes": json.dumps(done), "batch": 0})
             next_at += period
             time.sleep(max(0.0, next_at - time.monotonic()))
         return latencies
@@ -187,4 +187,4 @@ INSERT = {
     "idempotency_key": None,
     "max_task_time": 3600,
 }
-CLAIM = {"types": ["noop"], "batch": 10, "worker": "flow", "lease": 30}
+CLAIM = {"types": ["noop"], "batch": 10, "worker": "flow", "lease": 30, "keep": 3600}

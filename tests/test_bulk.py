@@ -1,0 +1,87 @@
+"""Bulk enqueue: a JSON array of tasks, validated one by one, stored all or nothing, answered in order."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import query
+
+
+def count(conn) -> int:
+    return query(conn, "SELECT count(*) FROM tasks")[0][0]
+
+
+def test_an_array_of_tasks_is_stored_in_order(client, conn):
+    bodies = [{"type": "add", "args": {"x": i, "y": 1}, "priority": i % 3} for i in range(50)]
+    bodies.insert(10, {"required_arg": "old style"})
+    response = client.post("/task/new", json=bodies)
+    assert response.status_code == 201
+    tasks = response.json
+    assert len(tasks) == 51 and len({t["id"] for t in tasks}) == 51
+    assert [t["args"] for t in tasks[:10]] == [{"x": i, "y": 1} for i in range(10)]
+    assert tasks[10]["type"] == "echo" and tasks[10]["required_arg"] == "old style"
+    assert [t["priority"] for t in tasks[:4]] == [0, 1, 2, 0]
+    assert all(t["status"] == "waiting" and t["expire"] > t["created"] for t in tasks)
+    assert count(conn) == 51
+    assert client.get(f"/task/{tasks[50]['id']}").json["args"] == {"x": 49, "y": 1}
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"type": "nope"}, "task [2]: task type [nope] doesnt exist"),
+        ({"type": "add", "args": {"x": 1}}, "task [2]: the required param [y] was not passed."),
+        (
+            {"type": "add", "args": {"x": 1, "y": "2"}},
+            "task [2]: the passed param [y] doesnt match the required type: [int].",
+        ),
+        (7, "task [2]: the request body must be a JSON object"),
+        ({"type": "add", "args": {"x": 1, "y": 2}, "delay": -1}, "task [2]: the field [delay] is invalid"),
+    ],
+)
+def test_one_bad_task_refuses_them_all(client, conn, bad, message):
+    bodies = [{"type": "add", "args": {"x": 1, "y": 2}}] * 2 + [bad] + [{"type": "noop"}]
+    response = client.post("/task", json=bodies)
+    assert response.status_code == 400 and response.json["message"].startswith(message)
+    assert count(conn) == 0
+
+
+def test_a_value_postgresql_refuses_stores_none_of_them(client, conn):
+    bodies = [
+        {"type": "echo", "args": {"required_arg": "fine"}},
+        {"type": "echo", "args": {"required_arg": "a\u0000b"}},
+    ]
+    response = client.post("/task", json=bodies)
+    assert response.status_code == 400 and "cannot be stored" in response.json["message"]
+    assert count(conn) == 0
+
+
+def test_empty_and_oversized_arrays_are_400(client, conn, app):
+    assert client.post("/task", json=[]).json == {"message": "the array of tasks is empty."}
+    limit = app.config["SETTINGS"].max_bulk_tasks
+    response = client.post("/task", json=[{"type": "noop"}] * (limit + 1))
+    assert response.status_code in (400, 413)
+    assert count(conn) == 0
+
+
+def test_idempotency_keys_in_a_bulk_request(client, conn):
+    first = client.post("/task", json={"type": "add", "args": {"x": 1, "y": 2}, "idempotency_key": "k1"}).json
+    bodies = [
+        {"type": "add", "args": {"x": 1, "y": 2}, "idempotency_key": "k1"},
+        {"type": "add", "args": {"x": 3, "y": 4}, "idempotency_key": "k2"},
+        {"type": "add", "args": {"x": 3, "y": 4}, "idempotency_key": "k2"},
+    ]
+    tasks = client.post("/task", json=bodies).json
+    assert tasks[0]["id"] == first["id"]
+    assert tasks[1]["id"] == tasks[2]["id"] != first["id"]
+    assert count(conn) == 2
+
+
+def test_a_reused_idempotency_key_with_another_task_is_409(client, conn):
+    client.post("/task", json={"type": "add", "args": {"x": 1, "y": 2}, "idempotency_key": "k"})
+    response = client.post("/task", json={"type": "add", "args": {"x": 9, "y": 9}, "idempotency_key": "k"})
+    assert response.status_code == 409
+    assert response.json == {"message": "the idempotency key [k] was used for a different task"}
+    nul = client.post("/task", json={"type": "add", "args": {"x": 1, "y": 2}, "idempotency_key": "a\u0000b"})
+    assert nul.status_code == 400
+    assert count(conn) == 1
