@@ -1,0 +1,1 @@
+"""The benchmark harness: `bench/run` (full) or `bench/run --quick` (smoke). See docs/BENCHMARKS.md."""

@@ -1,0 +1,67 @@
+"""(a) Drain: N idle handlers, then 30,000 no-op tasks in one statement; tasks/s from its commit until all are done.
+
+The same for N PGQueuer workers and one bulk enqueue of 30,000 jobs. Handlers
+run with BATCH_SIZE=100 and the default LOG_LEVEL=INFO, their output going to a
+file. Completion is polled every 20 ms. Also (h): the peak RSS of the single
+handler after its drain.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench import ours, pgq
+from bench.context import Bench, Figures
+from bench.pg import connect, create_schema, insert_noop_tasks, scalar
+from bench.procs import Processes, peak_rss_mb, wait_until
+
+
+def timeout_for(tasks: int) -> float:
+    return 60 + tasks / 100  # fails below about 100 tasks/s
+
+
+def drain_ours(bench: Bench, handlers: int) -> tuple[float, float]:
+    """Tasks/s of `handlers` handlers, and the peak RSS (MiB) of the first one."""
+    tasks = bench.sizes.drain_tasks
+    with bench.server.fresh_database() as url, Processes(bench.logdir, f"drain-ours-{handlers}") as procs:
+        create_schema(url)
+        started = ours.start_handlers(procs, url, handlers)
+        conn = connect(url)
+        try:
+            insert_noop_tasks(conn, tasks)
+            committed = time.monotonic()
+            done = "SELECT count(*) FROM tasks WHERE status = 'done'"
+            wait_until(lambda: scalar(conn, done) >= tasks, timeout_for(tasks), 0.02, "all tasks done")
+            elapsed = time.monotonic() - committed
+        finally:
+            conn.close()
+        rss = peak_rss_mb(started[0].pid)  # just before stopping
+    return tasks / elapsed, rss
+
+
+def drain_pgqueuer(bench: Bench, workers: int) -> float:
+    """Jobs/s of `workers` PGQueuer workers."""
+    jobs = bench.sizes.drain_tasks
+    with bench.server.fresh_database() as url, Processes(bench.logdir, f"drain-pgq-{workers}") as procs:
+        pgq.install(url)
+        pgq.start_workers(procs, url, workers)
+        conn = connect(url)
+        try:
+            committed, _ = pgq.enqueue_noop(url, jobs)
+            wait_until(lambda: pgq.finished_jobs(conn) >= jobs, timeout_for(jobs), 0.02, "all jobs done")
+            elapsed = time.monotonic() - committed
+        finally:
+            conn.close()
+    return jobs / elapsed
+
+
+def measure(bench: Bench) -> Figures:
+    figures: Figures = {}
+    for n in bench.sizes.handler_counts:
+        rate, rss = drain_ours(bench, n)
+        figures[f"drain_ours_{n}"] = rate
+        if n == 1:
+            figures["rss_handler_mb"] = rss
+        figures[f"drain_pgq_{n}"] = drain_pgqueuer(bench, n)
+        print(f"  {n} handler(s): {rate:,.0f} tasks/s; PGQueuer {figures[f'drain_pgq_{n}']:,.0f} jobs/s", flush=True)
+    return figures

@@ -1,0 +1,87 @@
+"""(b) PGQueuer's in-process bulk enqueue, and (c) flask-tasks' bulk enqueue over HTTP.
+
+(b): 30,000 jobs in one `Queries.enqueue` call (lists of entrypoints, payloads,
+priorities); jobs/s. (c): gunicorn with 2 workers; 2 client threads each POST
+/task/new several JSON arrays of 1,000 task objects in a row; tasks/s. A server
+that refuses an array (a 400) is reported as not supporting it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from bench import ours, pgq
+from bench.context import Bench, Figures
+from bench.pg import connect, create_schema, scalar
+from bench.procs import Processes, free_port
+
+CLIENT_THREADS = 2
+
+
+def measure_pgq_bulk(bench: Bench) -> Figures:
+    jobs = bench.sizes.bulk_jobs
+    with bench.server.fresh_database() as url:
+        pgq.install(url)
+        _, seconds = pgq.enqueue_noop(url, jobs)
+    print(f"  PGQueuer: {jobs:,} jobs in one enqueue call in {seconds:.3f} s", flush=True)
+    return {"pgq_enqueue": jobs / seconds}
+
+
+def post(url: str, body: bytes) -> tuple[int, str]:
+    """POST a JSON body; the status and the start of the answer."""
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read(200).decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(200).decode(errors="replace")
+
+
+def measure_http_bulk(bench: Bench) -> Figures:
+    per_thread = bench.sizes.http_bulk_requests
+    body = json.dumps([{"type": "noop", "args": {}}] * bench.sizes.HTTP_BATCH).encode()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/task/new"
+    with bench.server.fresh_database() as db_url, Processes(bench.logdir, "http-bulk") as procs:
+        create_schema(db_url)
+        ours.start_web(procs, db_url, port)
+
+        status, answer = post(url, body)  # untimed: does the server take an array at all?
+        if status == 400:
+            bench.note(f"bulk enqueue over HTTP: not supported (400: {answer.strip()})")
+            return {"http_bulk": None}
+        if not 200 <= status < 300:
+            raise RuntimeError(f"POST of an array answered {status}: {answer}")
+
+        failures: list[str] = []
+
+        def client() -> None:
+            for _ in range(per_thread):
+                status, answer = post(url, body)
+                if not 200 <= status < 300:
+                    failures.append(f"{status}: {answer}")
+
+        threads = [threading.Thread(target=client) for _ in range(CLIENT_THREADS)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        if failures:
+            raise RuntimeError(f"{len(failures)} bulk requests failed, e.g. {failures[0]}")
+
+        tasks = CLIENT_THREADS * per_thread * bench.sizes.HTTP_BATCH
+        conn = connect(db_url)
+        try:
+            stored = scalar(conn, "SELECT count(*) FROM tasks")
+        finally:
+            conn.close()
+        if stored != tasks + bench.sizes.HTTP_BATCH:
+            raise RuntimeError(f"{tasks + bench.sizes.HTTP_BATCH} tasks posted but {stored} stored")
+    print(f"  {tasks:,} tasks in {CLIENT_THREADS * per_thread} requests in {elapsed:.2f} s", flush=True)
+    return {"http_bulk": tasks / elapsed}

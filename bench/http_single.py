@@ -1,0 +1,71 @@
+"""(d) Single enqueue over HTTP: `wrk -t2 -c16` POSTing one no-op task per request to /task/new.
+
+Against flask-tasks' web (gunicorn, 2 sync workers) and against a bare Flask app
+under the same gunicorn (bench/bare_app.py: parses the body, stores nothing);
+requests/s of each, and wrk's count of non-2xx answers for ours. Each server gets
+a 1 s warm-up first. Also (h): the peak RSS of a web worker (the larger
+of the two) after the run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from bench import ours
+from bench.context import Bench, Figures
+from bench.pg import create_schema
+from bench.procs import Processes, children, free_port, peak_rss_mb, server_env
+
+LUA = Path(__file__).with_name("post_task.lua")
+
+
+def wrk(port: int, seconds: int) -> dict[str, float]:
+    """One wrk run; its summary: requests, duration_us, non2xx and socket errors."""
+    command = ["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(LUA), f"http://127.0.0.1:{port}/task/new"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("BENCH "):
+            return json.loads(line.removeprefix("BENCH "))
+    raise RuntimeError(f"wrk printed no summary:\n{out}")
+
+
+def requests_per_second(summary: dict[str, float]) -> float:
+    return summary["requests"] / (summary["duration_us"] / 1e6)
+
+
+def measure(bench: Bench) -> Figures:
+    if shutil.which("wrk") is None:
+        bench.note("single enqueue over HTTP: not measured, wrk is not installed (bench/run installs it as root)")
+        return {"http_single_ours": None, "http_single_bare": None}
+    seconds = bench.sizes.wrk_seconds
+    figures: Figures = {}
+
+    port = free_port()
+    with bench.server.fresh_database() as url, Processes(bench.logdir, "http-single") as procs:
+        create_schema(url)
+        web = ours.start_web(procs, url, port)
+        wrk(port, 1)  # warm-up: both workers have their connection and code paths ready
+        summary = wrk(port, seconds)
+        figures["rss_web_worker_mb"] = max(peak_rss_mb(pid) for pid in children(web.pid))
+    figures["http_single_ours"] = requests_per_second(summary)
+    figures["http_single_non2xx"] = summary["non2xx"]
+    errors = sum(summary[k] for k in ("connect", "read", "write", "timeout"))
+    if errors:
+        bench.note(f"single enqueue over HTTP: wrk saw {errors:.0f} socket errors against flask-tasks")
+
+    port = free_port()
+    with Processes(bench.logdir, "http-bare") as procs:
+        app = ["bench.bare_app:app", "-w", "2", "-b", f"127.0.0.1:{port}"]
+        ours.start_gunicorn(procs, "bare", app, port, server_env(database_url=""))  # it uses no database
+        wrk(port, 1)
+        bare = wrk(port, seconds)
+    figures["http_single_bare"] = requests_per_second(bare)
+    print(
+        f"  flask-tasks {figures['http_single_ours']:,.0f} req/s ({summary['non2xx']:.0f} non-2xx);"
+        f" bare Flask {figures['http_single_bare']:,.0f} req/s",
+        flush=True,
+    )
+    return figures

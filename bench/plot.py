@@ -1,0 +1,32 @@
+"""docs/drain.png: drain rate against handler count, flask-tasks and PGQueuer (medians of the runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  after the backend is chosen
+
+from bench.context import Figures  # noqa: E402
+
+
+def plot_drain(figures: Figures, counts: tuple[int, ...], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for prefix, label, marker in (("drain_ours", "flask-tasks", "o"), ("drain_pgq", "PGQueuer 1.6.0", "s")):
+        points = [(n, figures.get(f"{prefix}_{n}")) for n in counts]
+        xs = [n for n, value in points if value is not None]
+        ys = [value for _, value in points if value is not None]
+        ax.plot(xs, ys, marker=marker, label=label)
+    ax.set_xlabel("handler / worker processes")
+    ax.set_ylabel("no-op tasks per second")
+    ax.set_xticks(list(counts))
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title("Drain rate (BATCH_SIZE=100)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,303 @@
+"""docs/BENCHMARKS.md: the figures' medians against their targets, every run's numbers, the machine.
+
+Only the part above "## Profile and changes" is generated; that section, written
+by hand, is kept as it is when the file is rewritten.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.context import Figures, Sizes
+
+PROFILE_HEADER = "## Profile and changes"
+PROFILE_PLACEHOLDER = f"""{PROFILE_HEADER}
+
+_This section is written by hand: what the profiles showed and what was changed
+because of it. `bench/run` keeps it as it is and regenerates only the part of
+this file above it._
+"""
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    digits: int = 0  # decimals shown
+
+
+# Every figure a run can produce, in the order of the raw table.
+METRICS = [
+    *(Metric(f"drain_ours_{n}", f"(a) drain, flask-tasks, {n} handler(s), tasks/s") for n in (1, 2, 4)),
+    *(Metric(f"drain_pgq_{n}", f"(a) drain, PGQueuer, {n} worker(s), jobs/s") for n in (1, 2, 4)),
+    *(Metric(f"drain_ratio_{n}", f"(a) drain ratio flask-tasks / PGQueuer, {n} process(es)", 2) for n in (1, 2, 4)),
+    Metric("pgq_enqueue", "(b) PGQueuer bulk enqueue in process, jobs/s"),
+    Metric("http_bulk", "(c) bulk enqueue over HTTP, tasks/s"),
+    Metric("http_bulk_ratio", "(c) ratio to (b)", 2),
+    Metric("http_single_ours", "(d) single enqueue over HTTP, flask-tasks, req/s"),
+    Metric("http_single_bare", "(d) single enqueue over HTTP, bare Flask, req/s"),
+    Metric("http_single_ratio", "(d) ratio flask-tasks / bare Flask", 2),
+    Metric("http_single_non2xx", "(d) wrk non-2xx answers, flask-tasks"),
+    Metric("latency_ours_p50", "(e) latency p50, flask-tasks, ms", 2),
+    Metric("latency_ours_p99", "(e) latency p99, flask-tasks, ms", 2),
+    Metric("latency_pgq_p50", "(e) latency p50, PGQueuer, ms", 2),
+    Metric("latency_pgq_p99", "(e) latency p99, PGQueuer, ms", 2),
+    Metric("janitor_rows_per_s", "(f) janitor, rows deleted/s"),
+    Metric("janitor_seconds", "(f) janitor, seconds to delete them all", 2),
+    Metric("janitor_drain_without", "(f) drain of 2 handlers without the janitor, tasks/s"),
+    Metric("janitor_drain_during", "(f) drain of 2 handlers during the janitor, tasks/s"),
+    Metric("janitor_drain_ratio", "(f) drain ratio during / without", 2),
+    Metric("janitor_drain_seconds", "(f) drain during the janitor, seconds", 2),
+    Metric("bloat_end_mb", "(g) tasks size after the flow, MiB", 1),
+    Metric("bloat_baseline_mb", "(g) tasks size with 10,000 live rows, MiB", 1),
+    Metric("bloat_ratio", "(g) size ratio flow / live rows", 2),
+    Metric("bloat_insert_rate", "(g) insert rate achieved, tasks/s"),
+    Metric("bloat_peak_rows", "(g) most rows in the table during the flow"),
+    Metric("rss_handler_mb", "(h) peak RSS of a handler after its drain, MiB", 1),
+    Metric("rss_web_worker_mb", "(h) peak RSS of a web worker after wrk (the larger of 2), MiB", 1),
+]
+DIGITS = {m.key: m.digits for m in METRICS}
+
+
+def add_ratios(figures: Figures) -> None:
+    """The ratios of one run, from that run's own figures."""
+
+    def ratio(key: str, top: str, bottom: str) -> None:
+        a, b = figures.get(top), figures.get(bottom)
+        figures[key] = a / b if a is not None and b else None
+
+    for n in (1, 2, 4):
+        ratio(f"drain_ratio_{n}", f"drain_ours_{n}", f"drain_pgq_{n}")
+    ratio("http_bulk_ratio", "http_bulk", "pgq_enqueue")
+    ratio("http_single_ratio", "http_single_ours", "http_single_bare")
+    ratio("janitor_drain_ratio", "janitor_drain_during", "janitor_drain_without")
+    ratio("bloat_ratio", "bloat_end_mb", "bloat_baseline_mb")
+
+
+def medians(runs: list[Figures]) -> Figures:
+    keys = {key for run in runs for key in run}
+    out: Figures = {}
+    for key in keys:
+        values = [run[key] for run in runs if run.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+    return out
+
+
+def fmt(figures: Figures, key: str) -> str:
+    value = figures.get(key)
+    if value is None:
+        return "—"
+    return f"{value:,.{DIGITS.get(key, 0)}f}"
+
+
+@dataclass(frozen=True)
+class Target:
+    figure: str
+    ours: str  # key of our figure
+    reference: str  # what it is compared with
+    reference_key: str | None
+    ratio_key: str | None
+    target: str
+    met: Callable[[Figures], bool | None]
+
+
+def _check(key: str, test: Callable[[float], bool]) -> Callable[[Figures], bool | None]:
+    return lambda figures: None if figures.get(key) is None else test(figures[key])  # type: ignore[arg-type]
+
+
+TARGETS = [
+    Target(
+        "(a) drain, 2 handlers, tasks/s",
+        "drain_ours_2",
+        "PGQueuer, 2 workers, jobs/s",
+        "drain_pgq_2",
+        "drain_ratio_2",
+        "ratio ≥ 2",
+        _check("drain_ratio_2", lambda r: r >= 2),
+    ),
+    Target(
+        "(c) bulk enqueue over HTTP, tasks/s",
+        "http_bulk",
+        "(b) PGQueuer bulk enqueue in process, jobs/s",
+        "pgq_enqueue",
+        "http_bulk_ratio",
+        "—",
+        lambda figures: None,
+    ),
+    Target(
+        "(d) single enqueue over HTTP, req/s",
+        "http_single_ours",
+        "bare Flask app, req/s",
+        "http_single_bare",
+        "http_single_ratio",
+        "ratio ≥ 0.6, 0 non-2xx",
+        lambda f: (
+            None
+            if f.get("http_single_ratio") is None
+            else f["http_single_ratio"] >= 0.6 and f.get("http_single_non2xx") == 0
+        ),  # type: ignore[operator]
+    ),
+    Target(
+        "(e) latency p50, ms",
+        "latency_ours_p50",
+        "PGQueuer p50, ms",
+        "latency_pgq_p50",
+        None,
+        "< 2 ms",
+        _check("latency_ours_p50", lambda v: v < 2),
+    ),
+    Target(
+        "(e) latency p99, ms",
+        "latency_ours_p99",
+        "PGQueuer p99, ms",
+        "latency_pgq_p99",
+        None,
+        "< 10 ms",
+        _check("latency_ours_p99", lambda v: v < 10),
+    ),
+    Target(
+        "(f) janitor, rows/s",
+        "janitor_rows_per_s",
+        "",
+        None,
+        None,
+        "≥ 50,000/s",
+        _check("janitor_rows_per_s", lambda v: v >= 50_000),
+    ),
+    Target(
+        "(f) 2 handlers' drain during the janitor, tasks/s",
+        "janitor_drain_during",
+        "without the janitor, tasks/s",
+        "janitor_drain_without",
+        "janitor_drain_ratio",
+        "not stalled",
+        lambda figures: None,
+    ),
+    Target(
+        "(g) bloat: tasks size after the flow, MiB",
+        "bloat_end_mb",
+        "with 10,000 live rows, MiB",
+        "bloat_baseline_mb",
+        "bloat_ratio",
+        "ratio ≤ 3",
+        _check("bloat_ratio", lambda r: r <= 3),
+    ),
+    Target(
+        "(h) peak RSS of a handler after its drain, MiB",
+        "rss_handler_mb",
+        "a web worker after wrk, MiB",
+        "rss_web_worker_mb",
+        None,
+        "—",
+        lambda figures: None,
+    ),
+]
+
+
+def summary_table(figures: Figures) -> str:
+    lines = [
+        "| figure | flask-tasks | compared with | their figure | ratio | target | met |",
+        "|---|---:|---|---:|---:|---|---|",
+    ]
+    for t in TARGETS:
+        met = {True: "yes", False: "**no**", None: "—"}[t.met(figures)]
+        reference = fmt(figures, t.reference_key) if t.reference_key else ""
+        ratio = fmt(figures, t.ratio_key) if t.ratio_key else ""
+        lines.append(
+            f"| {t.figure} | {fmt(figures, t.ours)} | {t.reference} | {reference} | {ratio} | {t.target} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def raw_table(runs: list[Figures], median: Figures) -> str:
+    head = " | ".join(f"run {i}" for i in range(1, len(runs) + 1))
+    lines = [f"| figure | {head} | median |", "|---|" + "---:|" * (len(runs) + 1)]
+    for metric in METRICS:
+        if all(run.get(metric.key) is None for run in runs):
+            continue
+        cells = " | ".join(fmt(run, metric.key) for run in runs)
+        lines.append(f"| {metric.label} | {cells} | {fmt(median, metric.key)} |")
+    return "\n".join(lines)
+
+
+def sizes_text(sizes: Sizes) -> str:
+    return (
+        f"drain {sizes.drain_tasks:,} tasks with {', '.join(map(str, sizes.handler_counts))} handlers;"
+        f" bulk enqueue {sizes.bulk_jobs:,} jobs; HTTP bulk {2 * sizes.http_bulk_requests} requests of"
+        f" {sizes.HTTP_BATCH:,}; wrk {sizes.wrk_seconds} s; {sizes.latency_samples} latency samples;"
+        f" janitor {sizes.janitor_rows:,} rows with a drain of {sizes.janitor_drain_tasks:,};"
+        f" bloat flow {sizes.bloat_tasks:,} tasks at {sizes.BLOAT_RATE:,}/s"
+    )
+
+
+HOW_TO_RUN = """\
+## How to run
+
+```bash
+bench/run             # full sizes, 3 runs; rewrites this file (above "Profile and changes") and docs/drain.png
+bench/run --quick     # smoke run for CI: tiny sizes, 1 run, under a minute; writes bench/out/ instead
+bench/run --runs 5    # every figure is the median of the runs; each ratio is taken within a run, then its median
+bench/run --only drain,latency    # some measurements only
+BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres bench/run   # another server
+```
+
+`bench/run` creates or reuses `.venv`, installs `requirements-dev.txt` and
+`bench/requirements.txt` (PGQueuer 1.6.0 with asyncpg, matplotlib), installs
+`wrk` with apt-get when it is missing and the user is root (otherwise install
+it yourself; without it the single-enqueue figure is skipped), then runs
+`python -m bench.main`. Without `BENCH_DATABASE_URL` it starts an embedded
+PostgreSQL in a temporary directory and deletes it at the end.
+
+Each measurement uses a fresh database (created, then dropped `WITH (FORCE)`).
+The server runs as separate processes, as in production: `python handler.py`,
+`python janitor.py`, `gunicorn app:app -c gunicorn.conf.py`, with
+`FLASK_TASKS_ENV_FILE=""` (no `.env`) and the settings each measurement names;
+every other setting is the default, or what the caller's environment sets
+(`POLL_INTERVAL`, for instance). Handlers log at the default `INFO` into a file.
+Every process is stopped (SIGTERM, then SIGKILL) when its measurement ends,
+failed or not; a failed measurement is reported and the others still run.
+Run it on an otherwise idle machine: the bench shares 2 cores with PostgreSQL,
+and the load average when it started is recorded below.
+"""
+
+
+def render(runs: list[Figures], machine: list[str], sizes: Sizes, notes: list[str], descriptions: list[str]) -> str:
+    median = medians(runs)
+    parts = [
+        "# Benchmarks",
+        "",
+        "_Generated by `bench/run`: everything above “Profile and changes” is rewritten by each run._",
+        "",
+        HOW_TO_RUN,
+        "## Machine",
+        "",
+        *(f"- {line}" for line in machine),
+        f"- sizes: {sizes_text(sizes)}",
+        "",
+        f"## Results: medians of {len(runs)} run{'s' if len(runs) != 1 else ''}",
+        "",
+        summary_table(median),
+        "",
+        "![drain rate against handler count](drain.png)",
+        "",
+    ]
+    if notes:
+        parts += ["Notes:", "", *(f"- {note}" for note in notes), ""]
+    parts += ["## Every run", "", raw_table(runs, median), "", "## What is measured", ""]
+    parts += [f"- {' '.join(text.split())}" for text in descriptions]
+    return "\n".join(parts) + "\n\n"
+
+
+def write(path: Path, generated: str) -> None:
+    """Write `generated` above the kept "Profile and changes" section (or its placeholder)."""
+    kept = PROFILE_PLACEHOLDER
+    if path.exists():
+        match = re.search(rf"^{re.escape(PROFILE_HEADER)}\s*$", path.read_text(), re.MULTILINE)
+        if match:
+            kept = path.read_text()[match.start() :]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(generated + kept)
