@@ -59,6 +59,7 @@ class Settings:
     worker_name: str
     poll_interval: float
     listen_notify: bool
+    prepare_statements: bool
     lease_seconds: float
     batch_size: int
     max_attempts: int
@@ -102,6 +103,7 @@ def load_settings() -> Settings:
         worker_name=env("WORKER_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}",
         poll_interval=_number("POLL_INTERVAL", 0.5, float, 0.01),
         listen_notify=_boolean("LISTEN_NOTIFY", True),
+        prepare_statements=_boolean("PREPARE_STATEMENTS", True),
         lease_seconds=_number("LEASE_SECONDS", 30.0, float, 1.0),
         batch_size=int(_number("BATCH_SIZE", 100, int, 1, 10_000)),
         max_attempts=int(_number("MAX_ATTEMPTS", 3, int, 1, 1000)),

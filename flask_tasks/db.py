@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import warnings
 from typing import Any
@@ -89,9 +90,57 @@ CONNECT_OPTIONS: dict[str, Any] = {
 }
 
 
-def connect(url: str, application_name: str) -> psycopg2.extensions.connection:
+class PreparingConnection(psycopg2.extensions.connection):
+    """A connection that prepares each named statement the first time it runs it here.
+
+    A prepared statement is parsed and planned once per connection instead of at
+    every call. Off with PREPARE_STATEMENTS=false, e.g. behind PgBouncer in
+    transaction mode, where a session's prepared statements are not kept.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared: set[str] = set()
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def _prepared_form(name: str) -> tuple[str, list[str]] | None:
+    """(PREPARE statement, parameter names in $n order) for a named statement, or None if it cannot be."""
+    sql = QUERIES[name]
+    if sql.split(None, 1)[0].upper() not in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH"):
+        return None
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return f"PREPARE {name} AS " + _PLACEHOLDER.sub(number, sql).replace("%%", "%"), names
+
+
+PREPARED = {name: form for name in QUERIES if (form := _prepared_form(name)) is not None}
+
+
+def _execute(cur: psycopg2.extensions.cursor, name: str, params: dict[str, Any] | None) -> None:
+    conn = cur.connection
+    if not isinstance(conn, PreparingConnection) or name not in PREPARED:
+        cur.execute(QUERIES[name], params)
+        return
+    prepare, names = PREPARED[name]
+    if name not in conn.prepared:
+        cur.execute(prepare)
+        conn.prepared.add(name)
+    values = [(params or {})[key] for key in names]
+    cur.execute(f"EXECUTE {name}({', '.join(['%s'] * len(values))})" if values else f"EXECUTE {name}", values)
+
+
+def connect(url: str, application_name: str, prepare: bool = False) -> psycopg2.extensions.connection:
     """An autocommit connection: each statement commits on its own."""
-    conn = psycopg2.connect(url, application_name=application_name, **CONNECT_OPTIONS)
+    factory = PreparingConnection if prepare else psycopg2.extensions.connection
+    conn = psycopg2.connect(url, application_name=application_name, connection_factory=factory, **CONNECT_OPTIONS)
     conn.autocommit = True
     return conn
 
@@ -120,7 +169,7 @@ def migrate(conn: psycopg2.extensions.connection) -> int:
 def open_connection(settings: Settings, process: str) -> psycopg2.extensions.connection:
     """A new connection with the schema in place (migrated once per process)."""
     global _migrated_pid
-    conn = connect(database_url(settings, process), f"flask-tasks {process}")
+    conn = connect(database_url(settings, process), f"flask-tasks {process}", settings.prepare_statements)
     if _migrated_pid != os.getpid():
         migrate(conn)
         _migrated_pid = os.getpid()
@@ -144,12 +193,12 @@ class Backoff:
 def run(conn: psycopg2.extensions.connection, name: str, params: dict[str, Any] | None = None) -> list[tuple]:
     """Execute a named statement and return its rows (empty when it returns none)."""
     with conn.cursor() as cur:
-        cur.execute(QUERIES[name], params)
+        _execute(cur, name, params)
         return cur.fetchall() if cur.description is not None else []
 
 
 def run_dicts(conn: psycopg2.extensions.connection, name: str, params: dict[str, Any]) -> list[dict]:
     """Execute a named statement and return its rows as dicts."""
     with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        cur.execute(QUERIES[name], params)
+        _execute(cur, name, params)
         return [dict(row) for row in cur.fetchall()]

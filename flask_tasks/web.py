@@ -60,7 +60,12 @@ class ConnectionPool:
                 # As many connections as threads, kept open (a pool with minconn=0 closes each one it gets back).
                 threads = self.settings.gunicorn_threads
                 self._pool = psycopg2.pool.ThreadedConnectionPool(
-                    threads, threads, url, application_name="flask-tasks web", **db.CONNECT_OPTIONS
+                    threads,
+                    threads,
+                    url,
+                    application_name="flask-tasks web",
+                    connection_factory=db.PreparingConnection if self.settings.prepare_statements else None,
+                    **db.CONNECT_OPTIONS,
                 )
                 self._pid = os.getpid()
             return self._pool
@@ -209,7 +214,8 @@ def create_task():
     new = parse_new_task(body, app.config["REGISTRY"], settings.default_task_type)
     params = insert_params(new, settings)
     with storing():
-        rows = db.run_dicts(get_db(), "insert_task", params)
+        # Without a key, a plain insert: ON CONFLICT costs a speculative insertion on every row.
+        rows = db.run_dicts(get_db(), "insert_task_once" if new.request.idempotency_key else "insert_task", params)
         if not rows:  # the idempotency key is taken: answer with the task it made
             rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", params)
             if not rows:  # it expired and was deleted just now

@@ -203,7 +203,8 @@ def enqueue(conn: psycopg2.extensions.connection, type_name: str, args: dict | N
 
     settings = load_settings()
     new = parse_new_task({"type": type_name, "args": args or {}, **options}, load_tasks(TEST_TASKS), "echo")
-    return str(db.run_dicts(conn, "insert_task", insert_params(new, settings))[0]["id"])
+    statement = "insert_task_once" if new.request.idempotency_key else "insert_task"
+    return str(db.run_dicts(conn, statement, insert_params(new, settings))[0]["id"])
 
 
 def enqueue_many(conn: psycopg2.extensions.connection, type_name: str, args: list[dict], max_attempts: int = 3) -> None:

@@ -11,18 +11,25 @@ floor(extract(epoch FROM started))::bigint AS started,
 floor(extract(epoch FROM finished))::bigint AS finished,
 floor(extract(epoch FROM expire))::bigint AS expire
 
--- insert_task: store a new waiting task and return it; nothing when its idempotency key is taken
+-- insert_task: store a new waiting task and return it
+INSERT INTO tasks (type, args, max_attempts, priority, run_at, timeout, expire)
+SELECT %(type)s::text, %(args)s::jsonb, %(max_attempts)s::int, %(priority)s::int, start, %(timeout)s::float8,
+       greatest(start, now()) + make_interval(secs => %(max_task_time)s::float8)
+FROM (SELECT coalesce(to_timestamp(%(run_at)s::float8), now() + make_interval(secs => %(delay)s::float8)) AS start) s
+RETURNING {task_columns};
+
+-- insert_task_once: store a new waiting task with an idempotency key and return it; nothing when the key is taken
 INSERT INTO tasks (type, args, max_attempts, priority, run_at, timeout, idempotency_key, expire)
-SELECT %(type)s, %(args)s, %(max_attempts)s, %(priority)s, start, %(timeout)s, %(idempotency_key)s,
-       greatest(start, now()) + make_interval(secs => %(max_task_time)s)
-FROM (SELECT coalesce(to_timestamp(%(run_at)s), now() + make_interval(secs => %(delay)s)) AS start) s
+SELECT %(type)s::text, %(args)s::jsonb, %(max_attempts)s::int, %(priority)s::int, start, %(timeout)s::float8,
+       %(idempotency_key)s::text, greatest(start, now()) + make_interval(secs => %(max_task_time)s::float8)
+FROM (SELECT coalesce(to_timestamp(%(run_at)s::float8), now() + make_interval(secs => %(delay)s::float8)) AS start) s
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {task_columns};
 
 -- insert_tasks: store many new waiting tasks in one statement (all or nothing); those whose idempotency key is taken are left out
 INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, expire)
 SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
-       greatest(s.start, now()) + make_interval(secs => %(max_task_time)s)
+       greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8)
 FROM jsonb_to_recordset(%(tasks)s::jsonb) AS t(id uuid, type text, args jsonb, max_attempts int, priority int,
                                                run_at float8, delay float8, timeout float8, idempotency_key text)
 CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => t.delay)) AS start) s
@@ -30,17 +37,17 @@ ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {task_columns};
 
 -- get_task: one task by id
-SELECT {task_columns} FROM tasks WHERE id = %(id)s;
+SELECT {task_columns} FROM tasks WHERE id = %(id)s::uuid;
 
 -- get_task_by_idempotency_key: the task a previous request created with this key
-SELECT {task_columns} FROM tasks WHERE idempotency_key = %(idempotency_key)s;
+SELECT {task_columns} FROM tasks WHERE idempotency_key = %(idempotency_key)s::text;
 
 -- cancel_task: cancel a waiting task at once, or ask a running one to stop; nothing if it had finished
 UPDATE tasks
 SET status = CASE WHEN status = 'waiting' THEN 'cancelled' ELSE status END,
     finished = CASE WHEN status = 'waiting' THEN now() ELSE finished END,
     cancel_requested = true
-WHERE id = %(id)s AND status IN ('waiting', 'running')
+WHERE id = %(id)s::uuid AND status IN ('waiting', 'running')
 RETURNING {task_columns};
 
 -- store_and_claim: in one round trip, write finished attempts (each only if its claim is still ours: fencing) and claim up to `batch` due tasks of the given types, highest priority first, marking them running
@@ -52,7 +59,7 @@ WITH stored AS (
         started = to_timestamp(o.started),
         finished = CASE WHEN o.status = 'waiting' AND NOT t.cancel_requested THEN NULL ELSE now() END,
         run_at = CASE WHEN o.status = 'waiting' THEN now() + make_interval(secs => o.delay) ELSE t.run_at END,
-        expire = greatest(t.expire, now() + make_interval(secs => %(keep)s)),
+        expire = greatest(t.expire, now() + make_interval(secs => %(keep)s::float8)),
         claim_token = NULL, lease_until = NULL
     FROM jsonb_to_recordset(%(outcomes)s::jsonb)
          AS o(id uuid, token uuid, status text, result jsonb, error jsonb, delay float8, started float8)
@@ -60,14 +67,14 @@ WITH stored AS (
     RETURNING t.id
 ), picked AS (
     SELECT id FROM tasks
-    WHERE status = 'waiting' AND run_at <= now() AND type = ANY(%(types)s)
+    WHERE status = 'waiting' AND run_at <= now() AND type = ANY(%(types)s::text[])
     ORDER BY priority DESC, run_at
-    LIMIT %(batch)s
+    LIMIT %(batch)s::int
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE tasks t
-    SET status = 'running', worker = %(worker)s, claim_token = gen_random_uuid(),
-        lease_until = now() + make_interval(secs => %(lease)s), attempts = t.attempts + 1,
+    SET status = 'running', worker = %(worker)s::text, claim_token = gen_random_uuid(),
+        lease_until = now() + make_interval(secs => %(lease)s::float8), attempts = t.attempts + 1,
         started = now()
     FROM picked
     WHERE t.id = picked.id
@@ -78,8 +85,8 @@ UNION ALL
 SELECT false, * FROM claimed;
 
 -- extend_leases: keep the leases of held tasks alive (heartbeat); returns those asked to stop
-UPDATE tasks SET lease_until = now() + make_interval(secs => %(lease)s)
-WHERE claim_token = ANY(%(tokens)s::uuid[]) AND status = 'running'
+UPDATE tasks SET lease_until = now() + make_interval(secs => %(lease)s::float8)
+WHERE claim_token = ANY(%(tokens)s::text[]::uuid[]) AND status = 'running'
 RETURNING claim_token, cancel_requested;
 
 -- release_tasks: give held tasks back to the queue, undoing the attempt (a graceful stop, or a handler busy with a long task); a cancelled one ends
@@ -88,7 +95,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'waiting' END,
     finished = CASE WHEN cancel_requested THEN now() END,
     attempts = greatest(attempts - 1, 0), worker = NULL,
     claim_token = NULL, lease_until = NULL, started = NULL
-WHERE claim_token = ANY(%(tokens)s::uuid[]) AND status = 'running';
+WHERE claim_token = ANY(%(tokens)s::text[]::uuid[]) AND status = 'running';
 
 -- listen: be told (by the tasks_notify trigger) when tasks are inserted
 LISTEN flask_tasks;
@@ -98,7 +105,7 @@ WITH lost AS (
     SELECT id FROM tasks
     WHERE status = 'running' AND lease_until < now()
     ORDER BY lease_until
-    LIMIT %(limit)s
+    LIMIT %(limit)s::int
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks t
@@ -108,7 +115,7 @@ SET status = CASE WHEN t.cancel_requested THEN 'cancelled'
     last_error = jsonb_build_object('message', format(
         'attempt %%s was lost: its handler stopped before finishing (lease expired)', t.attempts)),
     finished = CASE WHEN t.cancel_requested OR t.attempts >= t.max_attempts THEN now() END,
-    expire = greatest(t.expire, now() + make_interval(secs => %(keep)s)),
+    expire = greatest(t.expire, now() + make_interval(secs => %(keep)s::float8)),
     claim_token = NULL, lease_until = NULL
 FROM lost
 WHERE t.id = lost.id
@@ -119,9 +126,12 @@ DELETE FROM tasks WHERE id IN (
     SELECT id FROM tasks
     WHERE expire < now() AND status IN ('done', 'failed', 'cancelled')
     ORDER BY expire
-    LIMIT %(limit)s
+    LIMIT %(limit)s::int
     FOR UPDATE SKIP LOCKED
 );
+
+-- vacuum_tasks: make the space of dead row versions reusable (skipped if another vacuum runs)
+VACUUM (SKIP_LOCKED) tasks;
 
 -- schema_version_table: the table that records which schema version is in place
 CREATE TABLE IF NOT EXISTS flask_tasks_schema (
