@@ -137,10 +137,21 @@ def _execute(cur: psycopg2.extensions.cursor, name: str, params: dict[str, Any] 
     cur.execute(f"EXECUTE {name}({', '.join(['%s'] * len(values))})" if values else f"EXECUTE {name}", values)
 
 
-def connect(url: str, application_name: str, prepare: bool = False) -> psycopg2.extensions.connection:
+# A handler's connection: the claim must walk tasks_claim_idx in order and stop
+# after a batch. Before autovacuum has analyzed a table that just grew (a burst of
+# tasks), the planner can take it for tiny and fetch every waiting task with a
+# bitmap scan, then sort them: measured at 21 ms instead of 2.6 ms for 30,000
+# waiting tasks. No statement a handler runs is better off with a bitmap scan.
+HANDLER_OPTIONS = " -c enable_bitmapscan=off"
+
+
+def connect(
+    url: str, application_name: str, prepare: bool = False, options: str = ""
+) -> psycopg2.extensions.connection:
     """An autocommit connection: each statement commits on its own."""
     factory = PreparingConnection if prepare else psycopg2.extensions.connection
-    conn = psycopg2.connect(url, application_name=application_name, connection_factory=factory, **CONNECT_OPTIONS)
+    settings = {**CONNECT_OPTIONS, "options": CONNECT_OPTIONS["options"] + options}
+    conn = psycopg2.connect(url, application_name=application_name, connection_factory=factory, **settings)
     conn.autocommit = True
     return conn
 
@@ -166,10 +177,10 @@ def migrate(conn: psycopg2.extensions.connection) -> int:
     return max(current, SCHEMA_VERSION)
 
 
-def open_connection(settings: Settings, process: str) -> psycopg2.extensions.connection:
+def open_connection(settings: Settings, process: str, options: str = "") -> psycopg2.extensions.connection:
     """A new connection with the schema in place (migrated once per process)."""
     global _migrated_pid
-    conn = connect(database_url(settings, process), f"flask-tasks {process}", settings.prepare_statements)
+    conn = connect(database_url(settings, process), f"flask-tasks {process}", settings.prepare_statements, options)
     if _migrated_pid != os.getpid():
         migrate(conn)
         _migrated_pid = os.getpid()

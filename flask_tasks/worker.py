@@ -178,7 +178,7 @@ class Handler:
     def _db(self) -> psycopg2.extensions.connection:
         # Never reuse a connection inherited across fork: check the pid.
         if self.conn is None or self.conn.closed or self._conn_pid != os.getpid():
-            self.conn = db.open_connection(self.settings, self.process)
+            self.conn = db.open_connection(self.settings, self.process, db.HANDLER_OPTIONS)
             self._conn_pid = os.getpid()
             if self.settings.listen_notify:
                 db.run(self.conn, "listen")
@@ -242,10 +242,12 @@ class Handler:
         if conn.notifies:  # announced while the last claim ran: it may not have seen them
             conn.notifies.clear()
             return
-        self.idle = True
+        self.idle = True  # from now on the main thread wakes us through the pipe
         try:
             deadline = min(time.monotonic() + self.settings.poll_interval, until)
             while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+                if self.outbox or self.main_done:
+                    return
                 watch = [conn, self.wake_read] if self.settings.listen_notify else [self.wake_read]
                 ready = select.select(watch, [], [], min(left, 0.1))[0]
                 if self.wake_read in ready:
@@ -256,8 +258,6 @@ class Handler:
                     if conn.notifies:
                         conn.notifies.clear()
                         return
-                if self.outbox or self.main_done:
-                    return
         finally:
             self.idle = False
 
