@@ -24,7 +24,7 @@ class Sizes:
     bloat_tasks: int  # (g) tasks flowing through at bloat_rate
     bloat_live_rows: int  # (g) the live-row baseline
 
-    BATCH_SIZE = 100  # handlers' BATCH_SIZE and PGQueuer's batch_size everywhere
+    BATCH_SIZE = 100  # PGQueuer's batch_size everywhere; flask-tasks' handlers run with their defaults
     HTTP_BATCH = 1000  # (c) tasks per request
     BLOAT_RATE = 10_000  # (g) tasks inserted per second
 

@@ -1,7 +1,8 @@
 """(a) Drain: N idle handlers, then 30,000 no-op tasks in one statement; tasks/s from its commit until all are done.
 
 The same for N PGQueuer workers and one bulk enqueue of 30,000 jobs. Handlers
-run with BATCH_SIZE=100 and the default LOG_LEVEL=INFO, their output going to a
+run with their defaults (BATCH_SIZE=1000 at most, about 50 ms of work claimed ahead)
+and the default LOG_LEVEL=INFO, their output going to a
 file. Completion is polled every 20 ms. Also (h): the peak RSS of the single
 handler after its drain.
 """

@@ -5,15 +5,13 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
-from bench.context import Sizes
 from bench.procs import PYTHON, Process, Processes, children, server_env, wait_until
 
 READY = "ready for task types"  # what a handler logs once it is about to claim
 
 
 def start_handlers(procs: Processes, database_url: str, count: int, **env: str) -> list[Process]:
-    """`count` handlers (BATCH_SIZE=100, default LOG_LEVEL), each waited for until it logs that it is ready."""
-    env = {"BATCH_SIZE": str(Sizes.BATCH_SIZE), **env}
+    """`count` handlers with their default settings, each waited for until it logs that it is ready."""
     handlers = [
         procs.start("handler", [PYTHON, "handler.py"], server_env(database_url, WORKER_NAME=f"bench-{i}", **env))
         for i in range(count)

@@ -25,7 +25,7 @@ def plot_drain(figures: Figures, counts: tuple[int, ...], path: Path) -> None:
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    ax.set_title("Drain rate (BATCH_SIZE=100)")
+    ax.set_title("Drain rate (PGQueuer batch_size=100; flask-tasks defaults)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -105,7 +105,7 @@ def load_settings() -> Settings:
         listen_notify=_boolean("LISTEN_NOTIFY", True),
         prepare_statements=_boolean("PREPARE_STATEMENTS", True),
         lease_seconds=_number("LEASE_SECONDS", 30.0, float, 1.0),
-        batch_size=int(_number("BATCH_SIZE", 100, int, 1, 10_000)),
+        batch_size=int(_number("BATCH_SIZE", 1000, int, 1, 10_000)),
         max_attempts=int(_number("MAX_ATTEMPTS", 3, int, 1, 1000)),
         task_timeout=_number("TASK_TIMEOUT", 0, float, 0) or None,
         retry_backoff=_number("RETRY_BACKOFF", 1.0, float, 0),

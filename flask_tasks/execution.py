@@ -104,6 +104,7 @@ class InProcessRunner:
         self.timeout = 0.0
         self.cancelled: Callable[[], bool] = lambda: False  # is the running task cancelled?
         self.stopped_by = ""  # "timeout" or "cancelled" once an interrupt was raised in the task
+        self.timer_set = False  # the SIGALRM timer may be running
         signal.signal(signal.SIGALRM, self._on_alarm)
         signal.signal(signal.SIGUSR1, self._on_cancel)
 
@@ -123,18 +124,22 @@ class InProcessRunner:
 
     def run(
         self, func: Callable[..., Any], args: dict, timeout: float | None, cancelled: Callable[[], bool]
-    ) -> Outcome:  # noqa: E501
+    ) -> Outcome:
         self.timeout, self.cancelled, self.stopped_by = timeout or 0.0, cancelled, ""
         try:
             try:
-                # Set (or clear) the timer every time: a signal that landed in the last
-                # task's `finally` may have skipped its clearing.
-                signal.setitimer(signal.ITIMER_REAL, timeout or 0, self.REPEAT if timeout else 0)
+                # `timer_set` also covers a signal that landed in the last task's `finally`
+                # before the timer was cleared; without a timeout, no system call at all.
+                if timeout or self.timer_set:
+                    signal.setitimer(signal.ITIMER_REAL, timeout or 0, self.REPEAT if timeout else 0)
+                    self.timer_set = bool(timeout)
                 self.armed = True
                 value = func(**args)
             finally:
                 self.armed = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
+                if self.timer_set:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    self.timer_set = False
         except Interrupt as stop:
             return Outcome(stop.kind, error={"message": str(stop)})
         except BaseException as err:  # a task's SystemExit fails the task, not the handler

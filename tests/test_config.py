@@ -60,7 +60,7 @@ def test_defaults(env):
     assert s.worker_name == f"{socket.gethostname()}-{os.getpid()}"
     assert s.poll_interval == 0.5
     assert s.lease_seconds == 30.0
-    assert s.batch_size == 100
+    assert s.batch_size == 1000
     assert s.max_attempts == 3
     assert s.shutdown_grace == 3.0
     assert s.janitor_interval == 10.0
