@@ -125,8 +125,8 @@ TARGETS = [
         "(b) PGQueuer bulk enqueue in process, jobs/s",
         "pgq_enqueue",
         "http_bulk_ratio",
-        "—",
-        lambda figures: None,
+        "ratio ≥ 1",
+        _check("http_bulk_ratio", lambda r: r >= 1),
     ),
     Target(
         "(d) single enqueue over HTTP, req/s",

@@ -210,6 +210,7 @@ def run(conn: psycopg2.extensions.connection, name: str, params: dict[str, Any] 
 
 def run_dicts(conn: psycopg2.extensions.connection, name: str, params: dict[str, Any]) -> list[dict]:
     """Execute a named statement and return its rows as dicts."""
-    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+    with conn.cursor() as cur:
         _execute(cur, name, params)
-        return [dict(row) for row in cur.fetchall()]
+        names = [column.name for column in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

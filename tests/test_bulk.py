@@ -85,3 +85,15 @@ def test_a_reused_idempotency_key_with_another_task_is_409(client, conn):
     nul = client.post("/task", json={"type": "add", "args": {"x": 1, "y": 2}, "idempotency_key": "a\u0000b"})
     assert nul.status_code == 400
     assert count(conn) == 1
+
+
+def test_bulk_ids_are_random_version_4_uuids():
+    import uuid
+
+    from flask_tasks.web import new_ids
+
+    ids = new_ids(1000)
+    assert len(set(ids)) == 1000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122

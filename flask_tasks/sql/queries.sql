@@ -2,7 +2,7 @@
 -- parameters are psycopg2 named placeholders, never text built from input.
 
 -- task_columns: (a fragment, not a statement) a task as the API shows it; times in unix seconds
-id, type, args, status, result,
+id::text AS id, type, args, status, result,
 CASE WHEN status IN ('failed', 'cancelled') THEN last_error END AS error,
 last_error, attempts, max_attempts, priority, timeout, idempotency_key, cancel_requested, worker,
 floor(extract(epoch FROM created))::bigint AS created,
