@@ -221,7 +221,11 @@ class Handler:
                 self._drop_connection()
                 with self.lock:  # keep them for the next try, in order
                     self.outbox[:0] = items
-                self.stopping.pause(backoff.next())
+                delay = backoff.next()
+                if self.stopping.is_set():  # a stop ends pause() at once: still do not spin
+                    time.sleep(min(delay, 0.2))
+                else:
+                    self.stopping.pause(delay)
             if self.stopping.is_set():
                 self._enforce_grace()
 
