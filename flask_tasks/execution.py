@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -141,18 +142,38 @@ class InProcessRunner:
                     signal.setitimer(signal.ITIMER_REAL, 0)
                     self.timer_set = False
         except Interrupt as stop:
+            release_leaked_logging_locks()
             return Outcome(stop.kind, error={"message": str(stop)})
         except BaseException as err:  # a task's SystemExit fails the task, not the handler
             if self.stopped_by:  # it swallowed the interrupt, then failed: the interrupt is the cause
+                release_leaked_logging_locks()
                 return self._interrupted()
             return Outcome("error", error=error_of(err))
-        # A task that swallowed every interrupt and returned still ran out of time (or was cancelled).
-        return self._interrupted() if self.stopped_by else to_json(value)
+        if self.stopped_by:  # it swallowed every interrupt and returned: still out of time (or cancelled)
+            release_leaked_logging_locks()
+            return self._interrupted()
+        return to_json(value)
 
     def _interrupted(self) -> Outcome:
         if self.stopped_by == "timeout":
             return Outcome("timeout", error=timeout_error(self.timeout))
         return Outcome("cancelled", error=CANCELLED)
+
+
+def release_leaked_logging_locks() -> None:
+    """Release logging locks an interrupt left held by this thread.
+
+    An exception raised by a signal handler can land inside logging code right
+    after a handler took its lock and before the `try` that releases it. The
+    lock is reentrant, so this thread goes on; any other thread that logs (the
+    handler's database thread) would wait forever. Called between tasks, when
+    this thread is in no logging call, so every lock it still owns is leaked.
+    """
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    handlers = {h for logger in loggers if isinstance(logger, logging.Logger) for h in logger.handlers}
+    for lock in [getattr(logging, "_lock", None), *(h.lock for h in handlers)]:
+        while lock is not None and lock._is_owned():
+            lock.release()
 
 
 def _exit_with_parent(parent: int) -> None:

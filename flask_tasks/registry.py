@@ -117,8 +117,8 @@ class Registry:
         timeout: seconds an attempt may run. retry_backoff: seconds before the first retry, doubling.
         isolated: run each attempt in a child process, killed at the timeout, limited to memory_limit_mb.
         """
-        if max_attempts is not None and max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        if max_attempts is not None and not 1 <= max_attempts <= 1000:
+            raise ValueError("max_attempts must be from 1 to 1000")
         if memory_limit_mb is not None and not isolated:
             raise ValueError("memory_limit_mb needs isolated=True")
 

@@ -239,7 +239,8 @@ def create_tasks(bodies: list[Any], settings: Settings, registry: Registry):
     ids = new_ids(len(news))
     tasks = [{"id": task_id, **task_fields(new, settings)} for task_id, new in zip(ids, news, strict=True)]
     params = {"tasks": json.dumps(tasks), "max_task_time": settings.max_task_time}
-    with storing():
+    # One transaction: a 409 below must leave none of them stored.
+    with storing(), get_db():
         found = {row["id"]: row for row in db.run_dicts(get_db(), "insert_tasks", params)}
         for task_id, new in zip(ids, news, strict=True):
             if task_id not in found:  # its idempotency key was taken: the task it made stands in
@@ -295,7 +296,8 @@ def find_task(task_id: str) -> dict[str, Any]:
 def cancel_task(task_id: str):
     """Cancel a waiting task at once; ask a running one to stop. 409 if it has finished."""
     task = find_task(task_id)
-    rows = db.run_dicts(get_db(), "cancel_task", {"id": task["id"]})
+    keep = current_app.config["SETTINGS"].max_task_time
+    rows = db.run_dicts(get_db(), "cancel_task", {"id": task["id"], "keep": keep})
     if not rows:
         raise ApiError(409, f"task [{task_id}] has already finished: it is {task['status']}")
     return jsonify(task_json(rows[0]))

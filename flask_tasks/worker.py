@@ -34,6 +34,8 @@ HEARTBEAT_EVERY = 1.0  # seconds between lease renewals (and looks for cancel re
 LONGEST_BACKOFF = 3600.0  # seconds: the cap on the wait before a retry
 QUEUE_SECONDS = 0.05  # claim about this much work ahead of the main thread...
 LONG_TASK = 1.0  # ...and give the rest back when a task runs longer than this, for others to take
+HARD_EXIT = 4.8  # seconds after SIGTERM/SIGINT when a handler exits whatever it is doing (honcho waits 5)
+QUICK = " -c statement_timeout=500"  # for the last writes before that exit
 
 
 class Claimed(NamedTuple):
@@ -59,7 +61,7 @@ class Finished(NamedTuple):
 
 def retry_delay(attempt: int, first: float) -> float:
     """Exponential backoff with jitter: about first, 2 first, 4 first... give or take 25%."""
-    return min(first * 2 ** (attempt - 1), LONGEST_BACKOFF) * random.uniform(0.75, 1.25)
+    return min(first * 2 ** min(attempt - 1, 40), LONGEST_BACKOFF) * random.uniform(0.75, 1.25)
 
 
 def outcomes_json(items: list[Finished]) -> str:
@@ -116,6 +118,7 @@ class Handler:
         self.stopping.install()
         self.runner = InProcessRunner()
         threading.Thread(target=self._database_loop, name="database", daemon=True).start()
+        threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
         log.info("%s: ready for task types %s", self.process, ", ".join(self.types))
         while not self.stopping.is_set():
             with self.lock:
@@ -133,7 +136,7 @@ class Handler:
             self.main_done = True
             self.lock.notify_all()
         self._wake()
-        self.stopped.wait(self.settings.shutdown_grace + 1)
+        self.stopped.wait(max(0.0, self.stopping.at + HARD_EXIT - 0.3 - time.monotonic()))
         log.info("%s: stopped", self.process)
         return 0
 
@@ -226,8 +229,6 @@ class Handler:
                     time.sleep(min(delay, 0.2))
                 else:
                     self.stopping.pause(delay)
-            if self.stopping.is_set():
-                self._enforce_grace()
 
     def _wanted(self) -> int:
         """How many tasks to claim now: about QUEUE_SECONDS of work (at most BATCH_SIZE), once half is done.
@@ -340,9 +341,14 @@ class Handler:
         for task_id, status in db.run(conn, "rescue_lost_tasks", params):
             log.warning("%s: task %s had lost its handler; now %s", self.process, task_id, status)
 
-    def _release(self, conn: psycopg2.extensions.connection, tokens: list[str]) -> None:
-        """Give these claimed tasks back to the queue (the attempt is undone). Call with the lock held."""
-        db.run(conn, "release_tasks", {"tokens": tokens})
+    def _release(self, conn: psycopg2.extensions.connection, tokens: list[str], started: Claimed | None = None) -> None:
+        """Give these claimed tasks back to the queue. Call with the lock held.
+
+        The attempt is undone for those that never started; `started`, the task
+        that ran, keeps it, so its next run sees the next attempt number.
+        """
+        keep = [started.token] if started is not None else []
+        db.run(conn, "release_tasks", {"tokens": tokens, "started": keep, "keep": self.settings.max_task_time})
         for token in tokens:
             self.held.pop(token, None)
         self.queue = collections.deque(task for task in self.queue if task.token not in tokens)
@@ -357,18 +363,28 @@ class Handler:
         except psycopg2.Error as err:
             log.warning("%s: could not release tasks, their leases will run out: %s", self.process, one_line(err))
 
-    def _enforce_grace(self) -> None:
-        """After a stop request: if the current task runs past the grace period, give it back and leave."""
-        if self.main_done or time.monotonic() < self.stopping.at + self.settings.shutdown_grace:
+    def _watchdog(self) -> None:
+        """After a stop request: if the current task runs past the grace period, give it back and leave.
+
+        A thread of its own, so a database call that hangs elsewhere cannot hold the
+        exit back: whatever happens, the process ends 4.8 s after the signal.
+        """
+        self.stopping.event.wait()
+        threading.Timer(max(0.0, self.stopping.at + HARD_EXIT - time.monotonic()), os._exit, (0,)).start()
+        if self.stopped.wait(max(0.0, self.stopping.at + self.settings.shutdown_grace - time.monotonic())):
             return
         grace = self.settings.shutdown_grace
         log.warning("%s: a task still runs after %.1f s; releasing it and exiting", self.process, grace)
         try:
+            conn = db.connect(
+                db.database_url(self.settings, self.process), f"flask-tasks {self.process} exit", options=QUICK
+            )
             with self.lock:
                 items, self.outbox = self.outbox, []
             if items:
-                self._exchange(self._db(), items, 0)
-            self._release_held()
+                self._exchange(conn, items, 0)
+            with self.lock:
+                self._release(conn, list(self.held), started=self.current)
         except psycopg2.Error as err:
             log.warning("%s: could not release tasks: %s", self.process, one_line(err))
         logging.shutdown()

@@ -97,3 +97,14 @@ def test_bulk_ids_are_random_version_4_uuids():
     for text in ids:
         parsed = uuid.UUID(text)
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_a_409_in_a_bulk_request_stores_none_of_them(client, conn):
+    client.post("/task", json={"type": "add", "args": {"x": 1, "y": 2}, "idempotency_key": "k1"})
+    bodies = [
+        {"type": "add", "args": {"x": 100, "y": 1}},
+        {"type": "add", "args": {"x": 9, "y": 9}, "idempotency_key": "k1"},
+    ]
+    response = client.post("/task", json=bodies)
+    assert response.status_code == 409
+    assert count(conn) == 1  # only the first request's task

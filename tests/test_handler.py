@@ -130,7 +130,8 @@ def test_sigterm_during_a_long_task_releases_it_after_the_grace_period(conn, pro
     assert handler.wait(timeout=10) == 0
     assert 1 <= time.monotonic() - started < 5
     row = task_row(conn, task_id)
-    assert row["status"] == "waiting" and row["attempts"] == 0
+    # It ran, so it keeps its attempt: its next run is attempt 2.
+    assert row["status"] == "waiting" and row["attempts"] == 1
     assert "releasing it and exiting" in processes.output(handler)
 
 

@@ -261,3 +261,40 @@ def test_a_handler_busy_with_a_long_task_gives_back_the_rest(conn, processes):
     assert {row["worker"] for row in rows} == {"first", "second"}
     assert all(row["status"] == "done" and row["attempts"] == 1 for row in rows)
     assert "gave back 1 tasks it had not started" in processes.output(first)
+
+
+def test_an_interrupt_inside_logging_leaves_no_lock_held():
+    """A timeout raised while the task holds a logging handler's lock must not leave it held."""
+    import io
+    import logging
+    import threading
+
+    handler = logging.StreamHandler(io.StringIO())
+    chatty = logging.getLogger("tests.chatty")
+    chatty.addHandler(handler)
+    chatty.propagate = False
+
+    def task() -> None:
+        while True:
+            chatty.warning("working")
+
+    def lock_is_free() -> bool:
+        free: list[bool] = []
+
+        def probe() -> None:  # another thread, as the handler's database thread would be
+            if handler.lock.acquire(timeout=1):
+                handler.lock.release()
+                free.append(True)
+
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join()
+        return free == [True]
+
+    runner = InProcessRunner()
+    try:
+        for _ in range(100):
+            assert runner.run(task, {}, 0.003, lambda: False).kind == "timeout"
+            assert lock_is_free()
+    finally:
+        chatty.removeHandler(handler)

@@ -46,6 +46,8 @@ SELECT {task_columns} FROM tasks WHERE idempotency_key = %(idempotency_key)s::te
 UPDATE tasks
 SET status = CASE WHEN status = 'waiting' THEN 'cancelled' ELSE status END,
     finished = CASE WHEN status = 'waiting' THEN now() ELSE finished END,
+    expire = CASE WHEN status = 'waiting' THEN greatest(expire, now() + make_interval(secs => %(keep)s::float8))
+                  ELSE expire END,
     cancel_requested = true
 WHERE id = %(id)s::uuid AND status IN ('waiting', 'running')
 RETURNING {task_columns};
@@ -89,12 +91,15 @@ UPDATE tasks SET lease_until = now() + make_interval(secs => %(lease)s::float8)
 WHERE claim_token = ANY(%(tokens)s::text[]::uuid[]) AND status = 'running'
 RETURNING claim_token, cancel_requested;
 
--- release_tasks: give held tasks back to the queue, undoing the attempt (a graceful stop, or a handler busy with a long task); a cancelled one ends
+-- release_tasks: give held tasks back to the queue (a graceful stop, or a handler busy with a long task), undoing the attempt of those that never started; a cancelled one ends
 UPDATE tasks
 SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'waiting' END,
     finished = CASE WHEN cancel_requested THEN now() END,
-    attempts = greatest(attempts - 1, 0), worker = NULL,
-    claim_token = NULL, lease_until = NULL, started = NULL
+    expire = CASE WHEN cancel_requested THEN greatest(expire, now() + make_interval(secs => %(keep)s::float8))
+                  ELSE expire END,
+    attempts = CASE WHEN claim_token = ANY(%(started)s::text[]::uuid[]) THEN attempts
+                    ELSE greatest(attempts - 1, 0) END,
+    worker = NULL, claim_token = NULL, lease_until = NULL, started = NULL
 WHERE claim_token = ANY(%(tokens)s::text[]::uuid[]) AND status = 'running';
 
 -- listen: be told (by the tasks_notify trigger) when tasks are inserted
