@@ -41,6 +41,9 @@ METRICS = [
     Metric("http_single_ours", "(d) single enqueue over HTTP, flask-tasks, req/s"),
     Metric("http_single_bare", "(d) single enqueue over HTTP, bare Flask, req/s"),
     Metric("http_single_ratio", "(d) ratio flask-tasks / bare Flask", 2),
+    Metric("http_single_bare_insert", "(d) bare Flask + one INSERT, durable commit, req/s"),
+    Metric("http_single_floor_ratio", "(d) ratio bare Flask + one INSERT / bare Flask", 2),
+    Metric("http_single_of_floor", "(d) ratio flask-tasks / bare Flask + one INSERT", 2),
     Metric("http_single_non2xx", "(d) wrk non-2xx answers, flask-tasks"),
     Metric("latency_ours_p50", "(e) latency p50, flask-tasks, ms", 2),
     Metric("latency_ours_p99", "(e) latency p99, flask-tasks, ms", 2),
@@ -74,6 +77,8 @@ def add_ratios(figures: Figures) -> None:
         ratio(f"drain_ratio_{n}", f"drain_ours_{n}", f"drain_pgq_{n}")
     ratio("http_bulk_ratio", "http_bulk", "pgq_enqueue")
     ratio("http_single_ratio", "http_single_ours", "http_single_bare")
+    ratio("http_single_floor_ratio", "http_single_bare_insert", "http_single_bare")
+    ratio("http_single_of_floor", "http_single_ours", "http_single_bare_insert")
     ratio("janitor_drain_ratio", "janitor_drain_during", "janitor_drain_without")
     ratio("bloat_ratio", "bloat_end_mb", "bloat_baseline_mb")
 
@@ -140,6 +145,15 @@ TARGETS = [
             if f.get("http_single_ratio") is None
             else f["http_single_ratio"] >= 0.6 and f.get("http_single_non2xx") == 0
         ),  # type: ignore[operator]
+    ),
+    Target(
+        "(d) the same, against the database's floor",
+        "http_single_ours",
+        "bare Flask + one plain INSERT (durable commit), req/s",
+        "http_single_bare_insert",
+        "http_single_of_floor",
+        "—",
+        lambda figures: None,
     ),
     Target(
         "(e) latency p50, ms",

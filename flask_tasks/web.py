@@ -241,15 +241,20 @@ def create_tasks(bodies: list[Any], settings: Settings, registry: Registry):
     params = {"tasks": json.dumps(tasks), "max_task_time": settings.max_task_time}
     # One transaction: a 409 below must leave none of them stored.
     with storing(), get_db():
-        found = {row["id"]: row for row in db.run_dicts(get_db(), "insert_tasks", params)}
+        stored = dict(db.run(get_db(), "insert_tasks", params))  # id -> the task as JSON text
+        texts = []
         for task_id, new in zip(ids, news, strict=True):
-            if task_id not in found:  # its idempotency key was taken: the task it made stands in
-                rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", task_fields(new, settings))
-                if not rows:
-                    raise ApiError(409, "an idempotency key was in use a moment ago; send the request again")
-                check_same_task(rows[0], new)
-                found[task_id] = rows[0]
-    return jsonify([task_json(found[task_id], new.legacy) for task_id, new in zip(ids, news, strict=True)]), 201
+            if task_id in stored:
+                text = stored[task_id]
+                texts.append(json.dumps(task_json(json.loads(text), True)) if new.legacy else text)
+                continue
+            # Its idempotency key was taken: the task it made stands in.
+            rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", task_fields(new, settings))
+            if not rows:
+                raise ApiError(409, "an idempotency key was in use a moment ago; send the request again")
+            check_same_task(rows[0], new)
+            texts.append(json.dumps(task_json(rows[0], new.legacy)))
+    return current_app.response_class(f"[{','.join(texts)}]\n", 201, mimetype="application/json")
 
 
 def new_ids(count: int) -> list[str]:

@@ -26,15 +26,19 @@ FROM (SELECT coalesce(to_timestamp(%(run_at)s::float8), now() + make_interval(se
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {task_columns};
 
--- insert_tasks: store many new waiting tasks in one statement (all or nothing); those whose idempotency key is taken are left out
-INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, expire)
-SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
-       greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8)
-FROM jsonb_to_recordset(%(tasks)s::jsonb) AS t(id uuid, type text, args jsonb, max_attempts int, priority int,
-                                               run_at float8, delay float8, timeout float8, idempotency_key text)
-CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => t.delay)) AS start) s
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {task_columns};
+-- insert_tasks: store many new waiting tasks in one statement (all or nothing) and return each as JSON text; those whose idempotency key is taken are left out
+WITH inserted AS (
+    INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, expire)
+    SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
+           greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8)
+    FROM jsonb_to_recordset(%(tasks)s::jsonb) AS t(id uuid, type text, args jsonb, max_attempts int, priority int,
+                                                   run_at float8, delay float8, timeout float8, idempotency_key text)
+    CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => t.delay)) AS start) s
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING {task_columns}
+)
+-- The response is made of these texts as they are: no decoding and encoding again in Python.
+SELECT id, row_to_json(inserted)::text AS json FROM inserted;
 
 -- get_task: one task by id
 SELECT {task_columns} FROM tasks WHERE id = %(id)s::uuid;
