@@ -112,3 +112,9 @@ def mov3d(
         r = [r[i] + v[i] * dt for i in range(3)]
         t += dt
     return out
+
+
+@task(protected=True)
+def multiply(x: int, y: int) -> int:
+    """Multiply two integers: a protected task, posted only with a token that allows it."""
+    return x * y

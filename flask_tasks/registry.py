@@ -40,6 +40,7 @@ class TaskType:
     retry_backoff: float | None = None  # seconds before the first retry; None: RETRY_BACKOFF
     isolated: bool = False  # run each attempt in a child process
     memory_limit_mb: int | None = None  # address-space limit of that child
+    protected: bool = False  # posting it needs a JWT that allows it
 
     def validate(self, args: dict[str, Any]) -> dict[str, Any]:
         """The arguments with defaults filled in, or TaskArgsError with the first problem."""
@@ -69,6 +70,7 @@ class TaskType:
                 entry["default"] = field.default
             args[name] = entry
         options = {"max_attempts": self.max_attempts, "timeout": self.timeout, "isolated": self.isolated}
+        options["require_authorization"] = self.protected
         if self.isolated:
             options["memory_limit_mb"] = self.memory_limit_mb
         return {
@@ -110,12 +112,14 @@ class Registry:
         retry_backoff: float | None = None,
         isolated: bool = False,
         memory_limit_mb: int | None = None,
+        protected: bool = False,
     ) -> Any:
-        """Decorator: `@task` or `@task(name=..., max_attempts=..., timeout=..., isolated=...)`.
+        """Decorator: `@task` or `@task(name=..., max_attempts=..., timeout=..., isolated=..., protected=...)`.
 
         max_attempts: attempts before the task fails (exceptions, timeouts and lost handlers all count).
         timeout: seconds an attempt may run. retry_backoff: seconds before the first retry, doubling.
         isolated: run each attempt in a child process, killed at the timeout, limited to memory_limit_mb.
+        protected: posting the task needs `Authorization: Bearer <JWT>` whose claims allow it.
         """
         if max_attempts is not None and not 1 <= max_attempts <= 1000:
             raise ValueError("max_attempts must be from 1 to 1000")
@@ -128,7 +132,7 @@ class Registry:
                 raise DuplicateTaskError(f"task type [{task_name}] is already registered")
             doc = inspect.getdoc(f) or ""
             options = {"max_attempts": max_attempts, "timeout": timeout, "retry_backoff": retry_backoff}
-            options |= {"isolated": isolated, "memory_limit_mb": memory_limit_mb}
+            options |= {"isolated": isolated, "memory_limit_mb": memory_limit_mb, "protected": protected}
             self._types[task_name] = TaskType(task_name, f, _args_model(f), doc.split("\n\n")[0], **options)
             return f
 
@@ -139,6 +143,9 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._types)
+
+    def protected_names(self) -> list[str]:
+        return [name for name in self.names() if self._types[name].protected]
 
     def describe(self) -> dict[str, Any]:
         return {name: self._types[name].describe() for name in self.names()}

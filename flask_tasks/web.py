@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from flask_tasks import db
 from flask_tasks.config import Settings
+from flask_tasks.openapi import docs
 from flask_tasks.registry import Registry, TaskArgsError, TaskType
 from flask_tasks.startup import start_process
 from flask_tasks.stopping import one_line
@@ -357,6 +358,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.extensions["flask_tasks.pool"] = ConnectionPool(settings)
     CORS(app, origins=settings.frontend_url)
     app.register_blueprint(api)
+    app.register_blueprint(docs)
     app.teardown_appcontext(close_db)
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_error)
