@@ -1,10 +1,11 @@
 """gunicorn settings, from the same environment (and .env) as every other process."""
 
 from flask_tasks import db
-from flask_tasks.startup import start_process
+from flask_tasks.startup import keys_or_exit, start_process
 
-# Settings, logging and the task module, checked once in the master before any worker starts.
+# Settings, logging, the task module and the JWT keys, checked once in the master before any worker starts.
 _settings, _ = start_process()
+keys_or_exit(_settings)
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.gunicorn_workers

@@ -46,10 +46,12 @@ class Janitor:
         return 0
 
     def clean_once(self, conn: psycopg2.extensions.connection) -> int:
-        """One round: rescue lost tasks, then delete expired ones in batches until a short batch."""
+        """One round: rescue lost tasks, forget old failed token requests, then delete expired
+        tasks in batches until a short batch."""
         params = {"limit": self.settings.janitor_batch, "keep": self.settings.max_task_time}
         for task_id, status in db.run(conn, "rescue_lost_tasks", params):
             log.warning("%s: task %s had lost its handler; now %s", self.process, task_id, status)
+        db.run(conn, "delete_old_token_failures")
         deleted = 0
         while not self.stopping.is_set():
             with conn.cursor() as cur:

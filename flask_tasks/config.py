@@ -71,6 +71,29 @@ class Settings:
     tasks_module: str
     default_task_type: str
     log_level: str
+    jwt_private_pem: str | None  # the key that signs tokens at POST /token
+    jwt_public_pems: str | None  # the keys tokens are checked with (one or more PEM blocks)
+    jwt_issuer: str
+    jwt_audience: str
+    token_lifetime: int
+    jwt_leeway: int
+    args_max_depth: int
+    args_max_bytes: int
+    max_result_bytes: int
+
+
+def _pem(variable: str, files_variable: str) -> str | None:
+    """PEM text from a variable (literal \\n allowed, as one-line .env values need) or from files."""
+    text = os.environ.get(variable, "").strip()
+    files = [f.strip() for f in os.environ.get(files_variable, "").split(",") if f.strip()]
+    if text and files:
+        raise ConfigError(f"set {variable} or {files_variable}, not both")
+    if files:
+        try:
+            return "\n".join(Path(f).read_text() for f in files)
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{files_variable}: cannot read {err.filename or ''}: {err.strerror or err}") from None
+    return text.replace("\\n", "\n") or None
 
 
 def load_settings() -> Settings:
@@ -115,6 +138,15 @@ def load_settings() -> Settings:
         tasks_module=env("TASKS_MODULE", "tasks").strip() or "tasks",
         default_task_type=env("DEFAULT_TASK_TYPE", "echo").strip() or "echo",
         log_level=level,
+        jwt_private_pem=_pem("JWT_PRIVATE_PEM", "JWT_PRIVATE_KEY_FILE"),
+        jwt_public_pems=_pem("JWT_PUBLIC_PEM", "JWT_PUBLIC_KEY_FILES"),
+        jwt_issuer=env("JWT_ISSUER", "").strip() or "flask-tasks",
+        jwt_audience=env("JWT_AUDIENCE", "").strip() or "flask-tasks",
+        token_lifetime=int(_number("TOKEN_LIFETIME", 900, int, 10, 86_400)),
+        jwt_leeway=int(_number("JWT_LEEWAY", 30, int, 0, 300)),
+        args_max_depth=int(_number("ARGS_MAX_DEPTH", 32, int, 1, 1000)),
+        args_max_bytes=int(_number("ARGS_MAX_BYTES", 256 * 1024, int, 2)),
+        max_result_bytes=int(_number("MAX_RESULT_BYTES", 1024 * 1024, int, 4)),
     )
 
 

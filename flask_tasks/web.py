@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -21,10 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from flask_tasks import db
+from flask_tasks.auth import AuthError, Keys, allows, bearer_token, issue_token, load_keys, verify_token
+from flask_tasks.clients import authenticate, clients_cli
 from flask_tasks.config import Settings
 from flask_tasks.openapi import docs
 from flask_tasks.registry import Registry, TaskArgsError, TaskType
-from flask_tasks.startup import start_process
+from flask_tasks.startup import keys_or_exit, start_process
 from flask_tasks.stopping import one_line
 
 log = logging.getLogger("flask_tasks.web")
@@ -98,6 +101,21 @@ def close_db(exc: BaseException | None) -> None:
 # -- requests -------------------------------------------------------------------
 
 
+def request_claims() -> dict[str, Any] | None:
+    """The claims of the request's bearer token; None without one; AuthError for a bad one."""
+    if "claims" not in g:
+        token = bearer_token(request.headers.get("Authorization"))
+        keys: Keys = current_app.extensions["flask_tasks.keys"]
+        g.claims = None if token is None else verify_token(keys, current_app.config["SETTINGS"], token)
+    return g.claims
+
+
+def request_subject() -> str | None:
+    """Whose tasks this request may see besides those posted without a token."""
+    claims = request_claims()
+    return None if claims is None else claims["sub"]
+
+
 def json_body() -> Any:
     if not request.is_json:
         raise ApiError(415, "the request body must be JSON, sent with Content-Type: application/json")
@@ -155,8 +173,9 @@ class NewTask:
     legacy: bool  # the first flask-tasks' body: the arguments alone
 
 
-def parse_new_task(body: Any, registry: Registry, default_type: str) -> NewTask:
-    """A checked task request, or ApiError saying what is wrong with it."""
+def parse_new_task(body: Any, registry: Registry, settings: Settings, claims: dict[str, Any] | None) -> NewTask:
+    """A checked task request, or ApiError (AuthError for a protected type) saying what is wrong with it."""
+    default_type = settings.default_task_type
     if not isinstance(body, dict):
         raise ApiError(400, 'the request body must be a JSON object, e.g. {"type": "add", "args": {"x": 1, "y": 2}}')
     legacy = "type" not in body
@@ -170,15 +189,41 @@ def parse_new_task(body: Any, registry: Registry, default_type: str) -> NewTask:
     task_type = registry.get(request.type)
     if task_type is None:
         raise ApiError(400, f"task type [{request.type}] doesnt exist")
+    if task_type.protected:
+        if claims is None:
+            raise AuthError(401, f"task type [{request.type}] is protected: send Authorization: Bearer <token>")
+        if not allows(claims, request.type):
+            raise AuthError(403, f"the token does not allow task type [{request.type}]")
+    check_args_limits(request.args, settings)
     try:
         return NewTask(request, task_type, task_type.validate(request.args), legacy)
     except TaskArgsError as err:
         raise ApiError(400, str(err)) from None
 
 
-def insert_params(new: NewTask, settings: Settings) -> dict[str, Any]:
+def check_args_limits(args: dict[str, Any], settings: Settings) -> None:
+    """ApiError(400) for arguments nested deeper than ARGS_MAX_DEPTH or larger than ARGS_MAX_BYTES."""
+    depth, level = 0, [args]
+    while level:
+        depth += 1
+        if depth > settings.args_max_depth:
+            raise ApiError(400, f"the field [args] is nested too deeply: at most {settings.args_max_depth} levels")
+        level = [
+            child
+            for value in level
+            for child in (value.values() if isinstance(value, dict) else value)
+            if isinstance(child, (dict, list))
+        ]
+    if len(args) > 0:
+        size = len(json.dumps(args, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+        if size > settings.args_max_bytes:
+            raise ApiError(400, f"the field [args] is {size} bytes of JSON: at most {settings.args_max_bytes}")
+
+
+def insert_params(new: NewTask, settings: Settings, subject: str | None) -> dict[str, Any]:
     """Parameters of insert_task; the request's options win over the task type's, which win over settings."""
-    return {**task_fields(new, settings), "args": Json(new.args), "max_task_time": settings.max_task_time}
+    params = {**task_fields(new, settings), "args": Json(new.args), "max_task_time": settings.max_task_time}
+    return {**params, "subject": subject}
 
 
 def task_fields(new: NewTask, settings: Settings) -> dict[str, Any]:
@@ -194,6 +239,11 @@ def task_fields(new: NewTask, settings: Settings) -> dict[str, Any]:
         "delay": request.delay or 0,
         "idempotency_key": request.idempotency_key,
     }
+
+
+def key_lookup(new: NewTask, settings: Settings, subject: str | None) -> dict[str, Any]:
+    """Parameters of get_task_by_idempotency_key for a new task."""
+    return {**task_fields(new, settings), "subject": subject}
 
 
 def task_json(task: dict[str, Any], legacy: bool = False) -> dict[str, Any]:
@@ -212,13 +262,13 @@ def create_task():
     body = json_body()
     if isinstance(body, list):
         return create_tasks(body, settings, app.config["REGISTRY"])
-    new = parse_new_task(body, app.config["REGISTRY"], settings.default_task_type)
-    params = insert_params(new, settings)
+    new = parse_new_task(body, app.config["REGISTRY"], settings, request_claims())
+    params = insert_params(new, settings, request_subject())
     with storing():
         # Without a key, a plain insert: ON CONFLICT costs a speculative insertion on every row.
         rows = db.run_dicts(get_db(), "insert_task_once" if new.request.idempotency_key else "insert_task", params)
         if not rows:  # the idempotency key is taken: answer with the task it made
-            rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", params)
+            rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", key_lookup(new, settings, request_subject()))
             if not rows:  # it expired and was deleted just now
                 raise ApiError(409, "that idempotency key was in use a moment ago; send the request again")
             check_same_task(rows[0], new)
@@ -232,14 +282,17 @@ def create_tasks(bodies: list[Any], settings: Settings, registry: Registry):
     if len(bodies) > settings.max_bulk_tasks:
         raise ApiError(400, f"at most {settings.max_bulk_tasks} tasks in one request (MAX_BULK_TASKS).")
     news = []
+    claims = request_claims()
     for index, body in enumerate(bodies):
         try:
-            news.append(parse_new_task(body, registry, settings.default_task_type))
+            news.append(parse_new_task(body, registry, settings, claims))
         except ApiError as err:
             raise ApiError(err.status, f"task [{index}]: {err.message}") from None
+        except AuthError as err:
+            raise AuthError(err.status, f"task [{index}]: {err.message}") from None
     ids = new_ids(len(news))
     tasks = [{"id": task_id, **task_fields(new, settings)} for task_id, new in zip(ids, news, strict=True)]
-    params = {"tasks": json.dumps(tasks), "max_task_time": settings.max_task_time}
+    params = {"tasks": json.dumps(tasks), "max_task_time": settings.max_task_time, "subject": request_subject()}
     # One transaction: a 409 below must leave none of them stored.
     with storing(), get_db():
         stored = dict(db.run(get_db(), "insert_tasks", params))  # id -> the task as JSON text
@@ -250,7 +303,7 @@ def create_tasks(bodies: list[Any], settings: Settings, registry: Registry):
                 texts.append(json.dumps(task_json(json.loads(text), True)) if new.legacy else text)
                 continue
             # Its idempotency key was taken: the task it made stands in.
-            rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", task_fields(new, settings))
+            rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", key_lookup(new, settings, request_subject()))
             if not rows:
                 raise ApiError(409, "an idempotency key was in use a moment ago; send the request again")
             check_same_task(rows[0], new)
@@ -291,7 +344,8 @@ def find_task(task_id: str) -> dict[str, Any]:
         key = uuid.UUID(task_id)
     except ValueError:
         raise ApiError(404, f"task [{task_id}] not found: task ids are UUIDs") from None
-    rows = db.run_dicts(get_db(), "get_task", {"id": key})
+    # Another subject's task answers as if it did not exist: 404, not 403.
+    rows = db.run_dicts(get_db(), "get_task", {"id": key, "subject": request_subject()})
     if not rows:
         seconds = current_app.config["SETTINGS"].max_task_time
         raise ApiError(404, f"task [{task_id}] not found: it may have expired (tasks are kept {seconds} s)")
@@ -303,7 +357,7 @@ def cancel_task(task_id: str):
     """Cancel a waiting task at once; ask a running one to stop. 409 if it has finished."""
     task = find_task(task_id)
     keep = current_app.config["SETTINGS"].max_task_time
-    rows = db.run_dicts(get_db(), "cancel_task", {"id": task["id"], "keep": keep})
+    rows = db.run_dicts(get_db(), "cancel_task", {"id": task["id"], "keep": keep, "subject": request_subject()})
     if not rows:
         raise ApiError(409, f"task [{task_id}] has already finished: it is {task['status']}")
     return jsonify(task_json(rows[0]))
@@ -324,11 +378,103 @@ def list_task_types():
     return jsonify(current_app.config["REGISTRY"].describe())
 
 
+# -- tokens ---------------------------------------------------------------------
+
+
+class TokenRequest(BaseModel):
+    """The body of POST /token: client credentials (or send them with HTTP Basic auth)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    client_id: Annotated[str, Field(min_length=1, max_length=200)]
+    client_secret: Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+def token_credentials() -> TokenRequest:
+    basic = request.authorization
+    if basic is not None and basic.type == "basic":
+        body = {"client_id": basic.username or "", "client_secret": basic.password or ""}
+    elif request.content_length or request.is_json:
+        body = json_body()
+    else:
+        raise ApiError(400, 'send {"client_id": ..., "client_secret": ...} as JSON, or use HTTP Basic auth')
+    if not isinstance(body, dict):
+        raise ApiError(400, 'the request body must be a JSON object: {"client_id": ..., "client_secret": ...}')
+    try:
+        return TokenRequest.model_validate(body)
+    except ValidationError as err:
+        raise ApiError(400, _request_error(err.errors()[0]).replace("a task request", "a token request")) from None
+
+
+@api.post("/token")
+def create_token():
+    """A short-lived token for a client whose credentials are right; its claims list the tasks it may run."""
+    credentials = token_credentials()
+    settings: Settings = current_app.config["SETTINGS"]
+    keys: Keys = current_app.extensions["flask_tasks.keys"]
+    if keys.signing is None:
+        raise AuthError(503, "this server issues no tokens: JWT_PRIVATE_PEM is not set")
+    tasks = authenticate(get_db(), credentials.client_id, credentials.client_secret)
+    token, exp = issue_token(keys, settings, credentials.client_id, tasks)
+    response = jsonify(
+        access_token=token,
+        token_type="Bearer",
+        expires_in=exp - int(time.time()),
+        allowed_tasks={name: True for name in tasks},
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@api.get("/protected")
+def protected_tasks():
+    """What the request's token allows: {"allowed_tasks": {...}, "exp": ...}, as in flask-tasks v2."""
+    claims = request_claims()
+    if claims is None:
+        raise AuthError(401, "send Authorization: Bearer <token>; get one at POST /token")
+    allowed = {name: True for name, value in claims.get("allowed_tasks", {}).items() if value is True}
+    return jsonify(allowed_tasks=allowed, exp=claims["exp"])
+
+
+@api.get("/.well-known/jwks.json")
+def public_keys():
+    """The public keys tokens are checked with, so other services can check them too."""
+    return jsonify(current_app.extensions["flask_tasks.keys"].jwks())
+
+
 # -- errors: always {"message": ...}, never a traceback -------------------------------
 
 
 def handle_api_error(err: ApiError):
     return jsonify(message=err.message), err.status
+
+
+def handle_auth_error(err: AuthError):
+    headers = {}
+    if err.status == 401:  # RFC 6750: say which scheme, and whether a token was sent and refused
+        invalid = ', error="invalid_token"' if "Authorization" in request.headers else ""
+        headers["WWW-Authenticate"] = f'Bearer realm="flask-tasks"{invalid}'
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(err.retry_after)
+    return jsonify(message=err.message), err.status, headers
+
+
+# On every response: no content sniffing, no framing, no referrer; HTML pages (the docs)
+# may load scripts, styles and data only from this server.
+JSON_POLICY = "default-src 'none'; frame-ancestors 'none'"
+HTML_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def security_headers(response):
+    headers = response.headers
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["Content-Security-Policy"] = HTML_POLICY if response.mimetype == "text/html" else JSON_POLICY
+    return response
 
 
 def handle_http_error(err: HTTPException):
@@ -352,15 +498,30 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     """The Flask app. Without arguments, settings and tasks come from the environment."""
     if settings is None or registry is None:
         settings, registry = start_process()
+        keys = keys_or_exit(settings)
+    else:
+        keys = load_keys(settings)  # a test's settings: let it see the ConfigError
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, REGISTRY=registry, MAX_CONTENT_LENGTH=settings.max_content_length)
     app.json.sort_keys = False
     app.extensions["flask_tasks.pool"] = ConnectionPool(settings)
-    CORS(app, origins=settings.frontend_url)
+    app.extensions["flask_tasks.keys"] = keys
+    # Tokens travel in the Authorization header, never in cookies: no credentialed CORS.
+    anyone = "*" in settings.frontend_url
+    CORS(
+        app,
+        origins="*" if anyone else settings.frontend_url,
+        send_wildcard=anyone,
+        supports_credentials=False,
+        expose_headers=["WWW-Authenticate", "Retry-After"],
+    )
+    app.after_request(security_headers)
+    app.cli.add_command(clients_cli)
     app.register_blueprint(api)
     app.register_blueprint(docs)
     app.teardown_appcontext(close_db)
     app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(AuthError, handle_auth_error)
     app.register_error_handler(HTTPException, handle_http_error)
     for error in (*db.TRANSIENT_ERRORS, psycopg2.pool.PoolError):
         app.register_error_handler(error, handle_database_down)

@@ -155,7 +155,13 @@ class Handler:
         """Hand an outcome to the database thread."""
         self.task_seconds = 0.8 * self.task_seconds + 0.2 * seconds
         delay = 0.0
-        if outcome.kind in ("done", "cancelled"):
+        limit = self.settings.max_result_bytes
+        if outcome.kind == "done" and outcome.result is not None and len(outcome.result) > limit:
+            # The same input would give the same result again: fail now rather than retry.
+            # (json.dumps escapes every non-ASCII character, so its length is in bytes.)
+            message = f"the result is {len(outcome.result)} bytes of JSON: more than MAX_RESULT_BYTES={limit}"
+            outcome, status = Outcome("error", error={"message": message}), "failed"
+        elif outcome.kind in ("done", "cancelled"):
             status = outcome.kind
         elif task.attempt >= task.max_attempts:
             status = "failed"

@@ -202,9 +202,9 @@ def enqueue(conn: psycopg2.extensions.connection, type_name: str, args: dict | N
     from flask_tasks.web import insert_params, parse_new_task
 
     settings = load_settings()
-    new = parse_new_task({"type": type_name, "args": args or {}, **options}, load_tasks(TEST_TASKS), "echo")
+    new = parse_new_task({"type": type_name, "args": args or {}, **options}, load_tasks(TEST_TASKS), settings, None)
     statement = "insert_task_once" if new.request.idempotency_key else "insert_task"
-    return str(db.run_dicts(conn, statement, insert_params(new, settings))[0]["id"])
+    return str(db.run_dicts(conn, statement, insert_params(new, settings, None))[0]["id"])
 
 
 def enqueue_many(conn: psycopg2.extensions.connection, type_name: str, args: list[dict], max_attempts: int = 3) -> None:

@@ -146,3 +146,15 @@ def deep() -> list:
     for _ in range(100_000):
         value = [value]
     return value
+
+
+@task(protected=True)
+def classified(x: int) -> int:
+    """A second protected type, for tokens that allow one protected type and not another."""
+    return x
+
+
+@task(max_attempts=3)
+def big_result(size: int) -> str:
+    """A result of `size` characters, for MAX_RESULT_BYTES."""
+    return "x" * size

@@ -12,7 +12,7 @@ from flask_tasks.config import load_settings
 from flask_tasks.web import create_app
 from tests.conftest import query
 
-SHIPPED_TYPES = {"add", "divide", "echo", "fibonacci", "mov3d", "noop", "prime", "sleep"}
+SHIPPED_TYPES = {"add", "divide", "echo", "fibonacci", "mov3d", "multiply", "noop", "prime", "sleep"}
 MOV3D_ARGS = {"dt": 0.1, "r0": [0.0, 0.0, 1.0], "v0": [1.0, 0.0, 1.0], "mass": 1.0, "radius": 0.1}
 
 

@@ -62,6 +62,11 @@ def test_procfile_under_honcho(processes, tmp_path: Path):
     )  # fmt: skip
     wait_for(lambda: reachable(f"{base}/tasks"), timeout=30)
 
+    # gunicorn answers without its version, and with the security headers.
+    with urllib.request.urlopen(f"{base}/tasks") as response:
+        assert response.headers.get("Server", "") == "gunicorn"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+
     status, created = http("POST", f"{base}/task/new", {"type": "add", "args": {"x": 1, "y": 2}})
     assert status == 201 and created["status"] == "waiting"
     status, legacy = http("POST", f"{base}/task/new", {"required_arg": "test"})

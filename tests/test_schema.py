@@ -12,9 +12,10 @@ from flask_tasks.sql import SCHEMA_VERSION, migrations
 from tests.conftest import admin_connect, query, with_database
 
 CATALOG = {
-    "columns": """SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns
-                  WHERE table_name = 'tasks' ORDER BY ordinal_position""",
-    "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'tasks' ORDER BY indexname",
+    "columns": """SELECT table_name, column_name, data_type, is_nullable, column_default
+                  FROM information_schema.columns WHERE table_schema = 'public'
+                  ORDER BY table_name, column_name""",
+    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2",
     "constraints": """SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
                       WHERE conrelid = 'tasks'::regclass ORDER BY conname""",
     "options": "SELECT reloptions FROM pg_class WHERE relname = 'tasks'",

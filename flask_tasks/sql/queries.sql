@@ -12,39 +12,41 @@ floor(extract(epoch FROM finished))::bigint AS finished,
 floor(extract(epoch FROM expire))::bigint AS expire
 
 -- insert_task: store a new waiting task and return it
-INSERT INTO tasks (type, args, max_attempts, priority, run_at, timeout, expire)
+INSERT INTO tasks (type, args, max_attempts, priority, run_at, timeout, subject, expire)
 SELECT %(type)s::text, %(args)s::jsonb, %(max_attempts)s::int, %(priority)s::int, start, %(timeout)s::float8,
-       greatest(start, now()) + make_interval(secs => %(max_task_time)s::float8)
+       %(subject)s::text, greatest(start, now()) + make_interval(secs => %(max_task_time)s::float8)
 FROM (SELECT coalesce(to_timestamp(%(run_at)s::float8), now() + make_interval(secs => %(delay)s::float8)) AS start) s
 RETURNING {task_columns};
 
 -- insert_task_once: store a new waiting task with an idempotency key and return it; nothing when the key is taken
-INSERT INTO tasks (type, args, max_attempts, priority, run_at, timeout, idempotency_key, expire)
+INSERT INTO tasks (type, args, max_attempts, priority, run_at, timeout, idempotency_key, subject, expire)
 SELECT %(type)s::text, %(args)s::jsonb, %(max_attempts)s::int, %(priority)s::int, start, %(timeout)s::float8,
-       %(idempotency_key)s::text, greatest(start, now()) + make_interval(secs => %(max_task_time)s::float8)
+       %(idempotency_key)s::text, %(subject)s::text,
+       greatest(start, now()) + make_interval(secs => %(max_task_time)s::float8)
 FROM (SELECT coalesce(to_timestamp(%(run_at)s::float8), now() + make_interval(secs => %(delay)s::float8)) AS start) s
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+ON CONFLICT (idempotency_key, coalesce(subject, '')) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {task_columns};
 
 -- insert_tasks: store many new waiting tasks in one statement (all or nothing) and return each as JSON text; those whose idempotency key is taken are left out
 WITH inserted AS (
-    INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, expire)
+    INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, subject, expire)
     SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
-           greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8)
+           %(subject)s::text, greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8)
     FROM jsonb_to_recordset(%(tasks)s::jsonb) AS t(id uuid, type text, args jsonb, max_attempts int, priority int,
                                                    run_at float8, delay float8, timeout float8, idempotency_key text)
     CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => t.delay)) AS start) s
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    ON CONFLICT (idempotency_key, coalesce(subject, '')) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {task_columns}
 )
 -- The response is made of these texts as they are: no decoding and encoding again in Python.
 SELECT id, row_to_json(inserted)::text AS json FROM inserted;
 
--- get_task: one task by id
-SELECT {task_columns} FROM tasks WHERE id = %(id)s::uuid;
+-- get_task: one task by id, if posted without a token or by this token subject
+SELECT {task_columns} FROM tasks WHERE id = %(id)s::uuid AND (subject IS NULL OR subject = %(subject)s::text);
 
--- get_task_by_idempotency_key: the task a previous request created with this key
-SELECT {task_columns} FROM tasks WHERE idempotency_key = %(idempotency_key)s::text;
+-- get_task_by_idempotency_key: the task a previous request of the same subject created with this key
+SELECT {task_columns} FROM tasks
+WHERE idempotency_key = %(idempotency_key)s::text AND coalesce(subject, '') = coalesce(%(subject)s::text, '');
 
 -- cancel_task: cancel a waiting task at once, or ask a running one to stop; nothing if it had finished
 UPDATE tasks
@@ -53,8 +55,35 @@ SET status = CASE WHEN status = 'waiting' THEN 'cancelled' ELSE status END,
     expire = CASE WHEN status = 'waiting' THEN greatest(expire, now() + make_interval(secs => %(keep)s::float8))
                   ELSE expire END,
     cancel_requested = true
-WHERE id = %(id)s::uuid AND status IN ('waiting', 'running')
+WHERE id = %(id)s::uuid AND status IN ('waiting', 'running') AND (subject IS NULL OR subject = %(subject)s::text)
 RETURNING {task_columns};
+
+-- add_client: store a client (its secret only as a hash); nothing when the name is taken
+INSERT INTO clients (name, secret_hash, tasks) VALUES (%(name)s, %(secret_hash)s, %(tasks)s)
+ON CONFLICT (name) DO NOTHING
+RETURNING name;
+
+-- list_clients: every client with the task types it may run
+SELECT name, tasks, floor(extract(epoch FROM created))::bigint AS created FROM clients ORDER BY name;
+
+-- remove_client: delete a client; its tokens stay valid until they expire
+DELETE FROM clients WHERE name = %(name)s RETURNING name;
+
+-- get_client: a client's secret hash and task types
+SELECT secret_hash, tasks FROM clients WHERE name = %(name)s;
+
+-- token_failures: consecutive failed token requests for a client id, and seconds since the last
+SELECT failures, extract(epoch FROM now() - last_failure)::float8 FROM token_failures WHERE client_id = %(client_id)s;
+
+-- record_token_failure: count one more failed token request for a client id
+INSERT INTO token_failures (client_id, failures, last_failure) VALUES (%(client_id)s, 1, now())
+ON CONFLICT (client_id) DO UPDATE SET failures = token_failures.failures + 1, last_failure = now();
+
+-- clear_token_failures: forget a client id's failures after a success
+DELETE FROM token_failures WHERE client_id = %(client_id)s;
+
+-- delete_old_token_failures: forget failures older than a day
+DELETE FROM token_failures WHERE last_failure < now() - interval '1 day';
 
 -- store_and_claim: in one round trip, write finished attempts (each only if its claim is still ours: fencing) and claim up to `batch` due tasks of the given types, highest priority first, marking them running
 WITH stored AS (

@@ -23,6 +23,7 @@ CREATE TABLE tasks (
     timeout          double precision,   -- seconds an attempt may run; NULL: no limit
     idempotency_key  text,               -- a second request with the same key gets this task
     cancel_requested boolean NOT NULL DEFAULT false,
+    subject          text,               -- the token subject that posted it; NULL: no token
     CONSTRAINT tasks_status_check CHECK (status IN ('waiting', 'running', 'done', 'failed', 'cancelled'))
 ) WITH (
     fillfactor = 80,                        -- room on each page for HOT updates of status and lease
@@ -40,7 +41,9 @@ CREATE INDEX tasks_lease_idx ON tasks (lease_until) WHERE status = 'running';
 -- of a row adds an entry to each index it is in, and claiming and running a task
 -- should not pay for this one. Expired tasks still waiting are found by tasks_claim_idx.
 CREATE INDEX tasks_finished_expire_idx ON tasks (expire) WHERE status IN ('done', 'failed', 'cancelled');
-CREATE UNIQUE INDEX tasks_idempotency_key_idx ON tasks (idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- An idempotency key is unique per subject: one client's key never finds another's task.
+CREATE UNIQUE INDEX tasks_idempotency_key_idx ON tasks (idempotency_key, coalesce(subject, ''))
+    WHERE idempotency_key IS NOT NULL;
 
 -- Wake idle handlers at once when tasks are inserted: once per statement, so a
 -- bulk insert costs one notification. Handlers still poll, for when it is lost
@@ -54,3 +57,19 @@ $$;
 
 CREATE TRIGGER tasks_notify AFTER INSERT ON tasks
     FOR EACH STATEMENT EXECUTE FUNCTION flask_tasks_notify();
+
+-- Clients that get tokens at POST /token. The secret itself is never stored.
+CREATE TABLE clients (
+    name        text PRIMARY KEY,
+    secret_hash text NOT NULL,              -- scrypt$n$r$p$salt$hash
+    tasks       text[] NOT NULL DEFAULT '{}', -- the protected task types its tokens allow
+    created     timestamptz NOT NULL DEFAULT now()
+);
+
+-- Consecutive failed POST /token attempts per client id (known or not, so a refusal
+-- tells nothing about which ids exist); deleted by a success or by the janitor.
+CREATE TABLE token_failures (
+    client_id    text PRIMARY KEY,
+    failures     integer NOT NULL,
+    last_failure timestamptz NOT NULL
+);

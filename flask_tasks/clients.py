@@ -1,0 +1,146 @@
+"""Clients that get tokens: their secrets (stored only as scrypt hashes), checking them, and the CLI."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import math
+import secrets
+from typing import Any
+
+import click
+import psycopg2.extensions
+from flask import current_app
+from flask.cli import AppGroup
+
+from flask_tasks import db
+from flask_tasks.auth import AuthError
+from flask_tasks.registry import Registry
+
+# scrypt cost: about 50 ms and 32 MiB per check here. The parameters are stored
+# with each hash, so raising them later keeps older secrets working.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+MAX_MEMORY = 64 * 1024 * 1024
+# After this many failures in a row, a client id waits 2 s, doubling per failure, at most 5 min.
+FREE_FAILURES = 5
+LONGEST_WAIT = 300.0
+MAX_CLIENT_ID = 200
+
+
+def hash_secret(secret: str, salt: bytes | None = None, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    """`scrypt$n$r$p$salt$hash` of a secret, with a new random salt unless one is given."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, maxmem=MAX_MEMORY, dklen=32)
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    return f"scrypt${n}${r}${p}${b64(salt)}${b64(digest)}"
+
+
+def secret_matches(secret: str, stored: str) -> bool:
+    """Whether a secret is the one a stored hash was made from (compared in constant time)."""
+    _, n, r, p, salt, _ = stored.split("$")
+    fresh = hash_secret(secret, base64.b64decode(salt), int(n), int(r), int(p))
+    return hmac.compare_digest(fresh.encode(), stored.encode())
+
+
+@functools.cache
+def _decoy_hash() -> str:
+    # Checked against when the client id is unknown, so that case costs the same scrypt work.
+    return hash_secret(secrets.token_urlsafe(32))
+
+
+def wait_after_failures(failures: int) -> float:
+    """Seconds a client id must wait after `failures` failed attempts in a row."""
+    if failures < FREE_FAILURES:
+        return 0.0
+    return min(2.0 ** (failures - FREE_FAILURES + 1), LONGEST_WAIT)
+
+
+def authenticate(conn: psycopg2.extensions.connection, client_id: str, secret: str) -> list[str]:
+    """The task types a client may run, if the secret is right; AuthError (401, or 429 while slowed) if not."""
+    if not client_id or len(client_id) > MAX_CLIENT_ID or "\x00" in client_id or "\x00" in secret:
+        raise AuthError(401, "wrong client id or secret")
+    rows = db.run(conn, "token_failures", {"client_id": client_id})
+    if rows:
+        failures, seconds_since = rows[0]
+        wait = wait_after_failures(failures) - seconds_since
+        if wait > 0:
+            seconds = math.ceil(wait)
+            raise AuthError(429, f"too many failed attempts for this client id; try again in {seconds} s", seconds)
+    found = db.run(conn, "get_client", {"name": client_id})
+    stored, tasks = found[0] if found else (_decoy_hash(), [])
+    if not secret_matches(secret, stored) or not found:
+        db.run(conn, "record_token_failure", {"client_id": client_id})
+        raise AuthError(401, "wrong client id or secret")
+    if rows:
+        db.run(conn, "clear_token_failures", {"client_id": client_id})
+    return list(tasks)
+
+
+# -- flask --app app clients ... --------------------------------------------------------
+
+clients_cli = AppGroup("clients", help="Manage the clients that get tokens at POST /token.")
+
+
+def _cli_connection() -> psycopg2.extensions.connection:
+    return db.open_connection(current_app.config["SETTINGS"], "cli")
+
+
+def _task_list(value: str, registry: Registry) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    for name in names:
+        task_type = registry.get(name)
+        if task_type is None:
+            raise click.BadParameter(f"task type [{name}] doesnt exist; known: {', '.join(registry.names())}")
+        if not task_type.protected:
+            click.echo(f"note: [{name}] is not protected: anyone may post it, with or without a token", err=True)
+    return names
+
+
+@clients_cli.command("add")
+@click.argument("name")
+@click.option("--tasks", default="", help="Comma-separated protected task types its tokens allow.")
+def add_client(name: str, tasks: str) -> None:
+    """Add a client and print its secret (shown once, stored only as a hash)."""
+    if not 1 <= len(name) <= MAX_CLIENT_ID or "\x00" in name or ":" in name:
+        raise click.BadParameter(f"a client name has 1 to {MAX_CLIENT_ID} characters and no ':'")
+    names = _task_list(tasks, current_app.config["REGISTRY"])
+    secret = secrets.token_urlsafe(32)
+    conn = _cli_connection()
+    try:
+        params: dict[str, Any] = {"name": name, "secret_hash": hash_secret(secret), "tasks": names}
+        if not db.run(conn, "add_client", params):
+            raise click.ClickException(f"a client named [{name}] exists; remove it first")
+    finally:
+        conn.close()
+    click.echo(f"client_id: {name}")
+    click.echo(f"client_secret: {secret}")
+    click.echo(f"tasks: {','.join(names) or '(none)'}")
+
+
+@clients_cli.command("list")
+def list_clients() -> None:
+    """List the clients and the task types each may run."""
+    conn = _cli_connection()
+    try:
+        rows = db.run(conn, "list_clients")
+    finally:
+        conn.close()
+    if not rows:
+        click.echo("no clients; add one with: flask --app app clients add NAME --tasks a,b")
+    for name, tasks, _created in rows:
+        click.echo(f"{name}\t{','.join(tasks) or '(none)'}")
+
+
+@clients_cli.command("remove")
+@click.argument("name")
+def remove_client(name: str) -> None:
+    """Remove a client. Tokens it already holds stay valid until they expire (TOKEN_LIFETIME)."""
+    conn = _cli_connection()
+    try:
+        if not db.run(conn, "remove_client", {"name": name}):
+            raise click.ClickException(f"no client named [{name}]")
+    finally:
+        conn.close()
+    click.echo(f"removed {name}")
