@@ -6,6 +6,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import logging
 import math
 import secrets
 from typing import Any
@@ -84,6 +85,7 @@ clients_cli = AppGroup("clients", help="Manage the clients that get tokens at PO
 
 
 def _cli_connection() -> psycopg2.extensions.connection:
+    logging.getLogger("flask_tasks.db").setLevel(logging.WARNING)  # a command prints only its answer
     return db.open_connection(current_app.config["SETTINGS"], "cli")
 
 

@@ -17,12 +17,12 @@ import psycopg2.extensions
 import psycopg2.pool
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask_cors import CORS
-from psycopg2.extras import Json
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from flask_tasks import db
 from flask_tasks.auth import AuthError, Keys, allows, bearer_token, issue_token, load_keys, verify_token
+from flask_tasks.batching import InsertBatcher
 from flask_tasks.clients import authenticate, clients_cli
 from flask_tasks.config import Settings
 from flask_tasks.openapi import docs
@@ -220,12 +220,6 @@ def check_args_limits(args: dict[str, Any], settings: Settings) -> None:
             raise ApiError(400, f"the field [args] is {size} bytes of JSON: at most {settings.args_max_bytes}")
 
 
-def insert_params(new: NewTask, settings: Settings, subject: str | None) -> dict[str, Any]:
-    """Parameters of insert_task; the request's options win over the task type's, which win over settings."""
-    params = {**task_fields(new, settings), "args": Json(new.args), "max_task_time": settings.max_task_time}
-    return {**params, "subject": subject}
-
-
 def task_fields(new: NewTask, settings: Settings) -> dict[str, Any]:
     """The columns of a new task, as plain values."""
     request, task_type = new.request, new.task_type
@@ -241,9 +235,9 @@ def task_fields(new: NewTask, settings: Settings) -> dict[str, Any]:
     }
 
 
-def key_lookup(new: NewTask, settings: Settings, subject: str | None) -> dict[str, Any]:
-    """Parameters of get_task_by_idempotency_key for a new task."""
-    return {**task_fields(new, settings), "subject": subject}
+def task_row(task_id: str, new: NewTask, settings: Settings, subject: str | None) -> dict[str, Any]:
+    """A new task as insert_tasks takes it."""
+    return {"id": task_id, **task_fields(new, settings), "subject": subject}
 
 
 def task_json(task: dict[str, Any], legacy: bool = False) -> dict[str, Any]:
@@ -263,17 +257,13 @@ def create_task():
     if isinstance(body, list):
         return create_tasks(body, settings, app.config["REGISTRY"])
     new = parse_new_task(body, app.config["REGISTRY"], settings, request_claims())
-    params = insert_params(new, settings, request_subject())
+    subject = request_subject()
+    row = task_row(new_ids(1)[0], new, settings, subject)
     with storing():
-        # Without a key, a plain insert: ON CONFLICT costs a speculative insertion on every row.
-        rows = db.run_dicts(get_db(), "insert_task_once" if new.request.idempotency_key else "insert_task", params)
-        if not rows:  # the idempotency key is taken: answer with the task it made
-            rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", key_lookup(new, settings, request_subject()))
-            if not rows:  # it expired and was deleted just now
-                raise ApiError(409, "that idempotency key was in use a moment ago; send the request again")
-            check_same_task(rows[0], new)
-            return jsonify(task_json(rows[0], new.legacy)), 200
-    return jsonify(task_json(rows[0], new.legacy)), 201
+        text = app.extensions["flask_tasks.batcher"].insert(get_db, row, settings.max_task_time)
+        if text is None:  # the idempotency key is taken: answer with the task it made
+            return json_response(dumps(task_json(existing_task(new, settings, subject), new.legacy)), 200)
+    return json_response(answer_text(text, new.legacy), 201)
 
 
 def create_tasks(bodies: list[Any], settings: Settings, registry: Registry):
@@ -290,25 +280,41 @@ def create_tasks(bodies: list[Any], settings: Settings, registry: Registry):
             raise ApiError(err.status, f"task [{index}]: {err.message}") from None
         except AuthError as err:
             raise AuthError(err.status, f"task [{index}]: {err.message}") from None
-    ids = new_ids(len(news))
-    tasks = [{"id": task_id, **task_fields(new, settings)} for task_id, new in zip(ids, news, strict=True)]
-    params = {"tasks": json.dumps(tasks), "max_task_time": settings.max_task_time, "subject": request_subject()}
+    subject = request_subject()
+    rows = [task_row(task_id, new, settings, subject) for task_id, new in zip(new_ids(len(news)), news, strict=True)]
+    params = {"tasks": json.dumps(rows), "max_task_time": settings.max_task_time}
     # One transaction: a 409 below must leave none of them stored.
     with storing(), get_db():
         stored = dict(db.run(get_db(), "insert_tasks", params))  # id -> the task as JSON text
         texts = []
-        for task_id, new in zip(ids, news, strict=True):
-            if task_id in stored:
-                text = stored[task_id]
-                texts.append(json.dumps(task_json(json.loads(text), True)) if new.legacy else text)
-                continue
-            # Its idempotency key was taken: the task it made stands in.
-            rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", key_lookup(new, settings, request_subject()))
-            if not rows:
-                raise ApiError(409, "an idempotency key was in use a moment ago; send the request again")
-            check_same_task(rows[0], new)
-            texts.append(json.dumps(task_json(rows[0], new.legacy)))
-    return current_app.response_class(f"[{','.join(texts)}]\n", 201, mimetype="application/json")
+        for row, new in zip(rows, news, strict=True):
+            if row["id"] in stored:
+                texts.append(answer_text(stored[row["id"]], new.legacy))
+            else:  # its idempotency key was taken: the task it made stands in
+                texts.append(dumps(task_json(existing_task(new, settings, subject), new.legacy)))
+    return json_response(f"[{','.join(texts)}]", 201)
+
+
+def existing_task(new: NewTask, settings: Settings, subject: str | None) -> dict[str, Any]:
+    """The task an earlier request made with this one's idempotency key; 409 if it is another task."""
+    rows = db.run_dicts(get_db(), "get_task_by_idempotency_key", {**task_fields(new, settings), "subject": subject})
+    if not rows:  # it expired and was deleted just now
+        raise ApiError(409, "an idempotency key was in use a moment ago; send the request again")
+    check_same_task(rows[0], new)
+    return rows[0]
+
+
+def answer_text(stored: str, legacy: bool) -> str:
+    """A stored task's JSON text as the answer shows it (PostgreSQL's text as it is, unless legacy)."""
+    return dumps(task_json(json.loads(stored), True)) if legacy else stored
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def json_response(text: str, status: int):
+    return current_app.response_class(text + "\n", status, mimetype="application/json")
 
 
 def new_ids(count: int) -> list[str]:
@@ -506,6 +512,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.json.sort_keys = False
     app.extensions["flask_tasks.pool"] = ConnectionPool(settings)
     app.extensions["flask_tasks.keys"] = keys
+    app.extensions["flask_tasks.batcher"] = InsertBatcher()
     # Tokens travel in the Authorization header, never in cookies: no credentialed CORS.
     anyone = "*" in settings.frontend_url
     CORS(

@@ -199,12 +199,13 @@ def processes(base_env: dict[str, str], tmp_path: Path) -> Iterator[Processes]:
 
 def enqueue(conn: psycopg2.extensions.connection, type_name: str, args: dict | None = None, **options: object) -> str:
     """Create a task as POST /task would (same checks, same statement) and return its id."""
-    from flask_tasks.web import insert_params, parse_new_task
+    from flask_tasks.web import new_ids, parse_new_task, task_row
 
     settings = load_settings()
     new = parse_new_task({"type": type_name, "args": args or {}, **options}, load_tasks(TEST_TASKS), settings, None)
-    statement = "insert_task_once" if new.request.idempotency_key else "insert_task"
-    return str(db.run_dicts(conn, statement, insert_params(new, settings, None))[0]["id"])
+    row = task_row(new_ids(1)[0], new, settings, None)
+    db.run(conn, "insert_tasks", {"tasks": json.dumps([row]), "max_task_time": settings.max_task_time})
+    return row["id"]
 
 
 def enqueue_many(conn: psycopg2.extensions.connection, type_name: str, args: list[dict], max_attempts: int = 3) -> None:

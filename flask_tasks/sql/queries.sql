@@ -11,29 +11,14 @@ floor(extract(epoch FROM started))::bigint AS started,
 floor(extract(epoch FROM finished))::bigint AS finished,
 floor(extract(epoch FROM expire))::bigint AS expire
 
--- insert_task: store a new waiting task and return it
-INSERT INTO tasks (type, args, max_attempts, priority, run_at, timeout, subject, expire)
-SELECT %(type)s::text, %(args)s::jsonb, %(max_attempts)s::int, %(priority)s::int, start, %(timeout)s::float8,
-       %(subject)s::text, greatest(start, now()) + make_interval(secs => %(max_task_time)s::float8)
-FROM (SELECT coalesce(to_timestamp(%(run_at)s::float8), now() + make_interval(secs => %(delay)s::float8)) AS start) s
-RETURNING {task_columns};
-
--- insert_task_once: store a new waiting task with an idempotency key and return it; nothing when the key is taken
-INSERT INTO tasks (type, args, max_attempts, priority, run_at, timeout, idempotency_key, subject, expire)
-SELECT %(type)s::text, %(args)s::jsonb, %(max_attempts)s::int, %(priority)s::int, start, %(timeout)s::float8,
-       %(idempotency_key)s::text, %(subject)s::text,
-       greatest(start, now()) + make_interval(secs => %(max_task_time)s::float8)
-FROM (SELECT coalesce(to_timestamp(%(run_at)s::float8), now() + make_interval(secs => %(delay)s::float8)) AS start) s
-ON CONFLICT (idempotency_key, coalesce(subject, '')) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {task_columns};
-
--- insert_tasks: store many new waiting tasks in one statement (all or nothing) and return each as JSON text; those whose idempotency key is taken are left out
+-- insert_tasks: store new waiting tasks (one request's, or a batch of single requests) in one statement and return each as JSON text; those whose idempotency key is taken are left out
 WITH inserted AS (
     INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, subject, expire)
     SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
-           %(subject)s::text, greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8)
+           t.subject, greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8)
     FROM jsonb_to_recordset(%(tasks)s::jsonb) AS t(id uuid, type text, args jsonb, max_attempts int, priority int,
-                                                   run_at float8, delay float8, timeout float8, idempotency_key text)
+                                                   run_at float8, delay float8, timeout float8, idempotency_key text,
+                                                   subject text)
     CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => t.delay)) AS start) s
     ON CONFLICT (idempotency_key, coalesce(subject, '')) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {task_columns}

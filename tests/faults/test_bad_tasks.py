@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flask_tasks import db
 from tests.conftest import enqueue, wait_for
+from tests.test_handler import finished
 
 CASES = [
     # (type, args, options, status, start of the error message)
@@ -24,13 +24,12 @@ def test_misbehaving_tasks_fail_alone(conn, processes, report):
     ids = [enqueue(conn, type_name, args, **options) for type_name, args, options, _, _ in CASES]
     last = enqueue(conn, "add", {"x": 20, "y": 22})
     handler = processes.start("handler.py")
-    rows = [wait_for(lambda i=i: db.run_dicts(conn, "get_task", {"id": i, "subject": None})[0]["finished"] and
-                     db.run_dicts(conn, "get_task", {"id": i, "subject": None})[0], timeout=60) for i in ids]  # fmt: skip
+    rows = [wait_for(lambda i=i: finished(conn, i), timeout=60) for i in ids]
     for (type_name, _, _, status, message), row in zip(CASES, rows, strict=True):
         assert row["status"] == status, (type_name, row)
         if message:
             assert row["error"]["message"].startswith(message), (type_name, row["error"])
         report(type_name, f"{row['status']}: {row['error']['message'] if row['error'] else row['result']}")
-    assert wait_for(lambda: db.run_dicts(conn, "get_task", {"id": last, "subject": None})[0]["result"]) == 42
+    assert wait_for(lambda: finished(conn, last))["result"] == 42
     assert handler.poll() is None
     assert processes.output(handler).count("x" * 1023) == 8 * 1024

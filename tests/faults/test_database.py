@@ -11,10 +11,9 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from psycopg2.extras import Json
 
 from flask_tasks import db
-from tests.conftest import enqueue_many, query, wait_for
+from tests.conftest import enqueue, enqueue_many, query, wait_for
 from tests.faults.conftest import FULL
 from tests.test_e2e import VENV_BIN, free_port, http, reachable
 
@@ -144,7 +143,7 @@ def test_long_transaction_keeps_the_claim_fast(conn, database_url, report):
         latencies, period, next_at = [], 1 / rate, time.monotonic()
         end = next_at + seconds
         while time.monotonic() < end:
-            db.run(worker, "insert_task", INSERT)
+            enqueue(worker, "noop")
             started = time.perf_counter()
             claimed = db.run(worker, "store_and_claim", {**CLAIM, "outcomes": "[]"})
             latencies.append((time.perf_counter() - started) * 1000)
@@ -176,15 +175,4 @@ def test_long_transaction_keeps_the_claim_fast(conn, database_url, report):
     report("dead rows at the end", dead)
 
 
-INSERT = {
-    "type": "noop",
-    "args": Json({}),
-    "max_attempts": 3,
-    "priority": 0,
-    "run_at": None,
-    "delay": 0,
-    "timeout": None,
-    "idempotency_key": None,
-    "max_task_time": 3600,
-}
 CLAIM = {"types": ["noop"], "batch": 10, "worker": "flow", "lease": 30, "keep": 3600}
