@@ -22,7 +22,6 @@ from werkzeug.exceptions import HTTPException
 
 from flask_tasks import db
 from flask_tasks.auth import AuthError, Keys, allows, bearer_token, issue_token, load_keys, verify_token
-from flask_tasks.batching import InsertBatcher
 from flask_tasks.clients import authenticate, clients_cli
 from flask_tasks.config import Settings
 from flask_tasks.openapi import docs
@@ -260,7 +259,8 @@ def create_task():
     subject = request_subject()
     row = task_row(new_ids(1)[0], new, settings, subject)
     with storing():
-        text = app.extensions["flask_tasks.batcher"].insert(get_db, row, settings.max_task_time)
+        params = {"tasks": json.dumps([row]), "max_task_time": settings.max_task_time}
+        text = dict(db.run(get_db(), "insert_tasks", params)).get(row["id"])
         if text is None:  # the idempotency key is taken: answer with the task it made
             return json_response(dumps(task_json(existing_task(new, settings, subject), new.legacy)), 200)
     return json_response(answer_text(text, new.legacy), 201)
@@ -457,7 +457,10 @@ def handle_api_error(err: ApiError):
 
 def handle_auth_error(err: AuthError):
     headers = {}
-    if err.status == 401:  # RFC 6750: say which scheme, and whether a token was sent and refused
+    basic = request.authorization is not None and request.authorization.type == "basic"
+    if err.status == 401 and basic and request.path == "/token":  # RFC 6749: the scheme the client used
+        headers["WWW-Authenticate"] = 'Basic realm="flask-tasks"'
+    elif err.status == 401:  # RFC 6750: say which scheme, and whether a token was sent and refused
         invalid = ', error="invalid_token"' if "Authorization" in request.headers else ""
         headers["WWW-Authenticate"] = f'Bearer realm="flask-tasks"{invalid}'
     if err.retry_after is not None:
@@ -512,7 +515,6 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.json.sort_keys = False
     app.extensions["flask_tasks.pool"] = ConnectionPool(settings)
     app.extensions["flask_tasks.keys"] = keys
-    app.extensions["flask_tasks.batcher"] = InsertBatcher()
     # Tokens travel in the Authorization header, never in cookies: no credentialed CORS.
     anyone = "*" in settings.frontend_url
     CORS(

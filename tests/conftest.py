@@ -233,3 +233,26 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+# -- figures: printed at the end of the run -----------------------------------------------
+
+FIGURES: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Callable[[str, object], None]:
+    """report(name, value): a figure (fault suite, fuzzing) for the summary at the end of the run."""
+
+    def add(name: str, value: object) -> None:
+        FIGURES.append((f"{request.node.name}: {name}", str(value)))
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if FIGURES:
+        sizes = "full" if os.environ.get("FAULTS_FULL") == "1" else "CI"
+        terminalreporter.section(f"figures (fault suite at {sizes} sizes)")
+        for name, value in FIGURES:
+            terminalreporter.write_line(f"{name}: {value}")

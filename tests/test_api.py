@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import uuid
 
 import pytest
@@ -383,3 +384,24 @@ def test_database_down_is_503(settings, registry, monkeypatch):
     # What needs no database still works.
     assert client.get("/tasks").status_code == 200
     assert_error(client.post("/task/new", json={"type": "nope"}), 400, "task type [nope] doesnt exist")
+
+
+def test_concurrent_requests_each_store_exactly_one_task(settings, registry, conn):
+    app = create_app(dataclasses.replace(settings, gunicorn_threads=8), registry)
+    barrier, answers = threading.Barrier(8), []
+
+    def post(n: int) -> None:
+        client = app.test_client()
+        barrier.wait()
+        for i in range(25):
+            r = client.post("/task/new", json={"type": "add", "args": {"x": n, "y": i}})
+            answers.append((r.status_code, r.json["args"], r.json["id"]))
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == 200 and {status for status, _, _ in answers} == {201}
+    stored = dict(query(conn, "SELECT id::text, args FROM tasks"))
+    assert stored == {task_id: args for _, args, task_id in answers}

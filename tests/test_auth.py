@@ -142,6 +142,13 @@ def test_http_basic_credentials_work_too(api, auth_app):
     assert r.json["allowed_tasks"] == {"multiply": True}
 
 
+def test_wrong_basic_credentials_are_challenged_with_basic(api, auth_app):
+    add_client(auth_app, "alice")
+    r = api.post("/token", auth=("alice", "wrong"))
+    assert_error(r, 401)
+    assert r.headers["WWW-Authenticate"] == 'Basic realm="flask-tasks"'
+
+
 def test_wrong_credentials_are_401_and_unknown_clients_look_the_same(api, auth_app):
     secret = add_client(auth_app, "alice")
     wrong = api.post("/token", json={"client_id": "alice", "client_secret": secret + "x"})
