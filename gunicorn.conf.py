@@ -1,7 +1,8 @@
 """gunicorn settings, from the same environment (and .env) as every other process."""
 
 from flask_tasks import db
-from flask_tasks.startup import keys_or_exit, start_process
+from flask_tasks.auth import keys_or_exit
+from flask_tasks.startup import start_process
 
 # Settings, logging, the task module and the JWT keys, checked once in the master before any worker starts.
 _settings, _ = start_process()

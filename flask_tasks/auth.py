@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -169,3 +170,12 @@ def bearer_token(authorization: str | None) -> str | None:
 
 def allows(claims: dict[str, Any], task_name: str) -> bool:
     return claims.get("allowed_tasks", {}).get(task_name) is True
+
+
+def keys_or_exit(settings: Settings) -> Keys:
+    """The keys for a web process at start; a key that cannot be used ends it with one line."""
+    try:
+        return load_keys(settings)
+    except ConfigError as err:
+        logging.getLogger("flask_tasks").critical("configuration error: %s", err)
+        raise SystemExit(2) from None

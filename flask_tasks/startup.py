@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from flask_tasks.auth import Keys, load_keys
-from flask_tasks.config import ConfigError, Settings, settings_or_exit
+from flask_tasks.config import Settings, settings_or_exit
 from flask_tasks.registry import Registry, load_tasks
 
 
@@ -24,12 +23,3 @@ def start_process() -> tuple[Settings, Registry]:
         logging.getLogger("flask_tasks").critical("cannot load TASKS_MODULE=%s: %s", settings.tasks_module, err)
         raise SystemExit(2) from None
     return settings, registry
-
-
-def keys_or_exit(settings: Settings) -> Keys:
-    """The JWT keys; a key that cannot be used ends the process with one line."""
-    try:
-        return load_keys(settings)
-    except ConfigError as err:
-        logging.getLogger("flask_tasks").critical("configuration error: %s", err)
-        raise SystemExit(2) from None

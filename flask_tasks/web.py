@@ -21,12 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from flask_tasks import db
-from flask_tasks.auth import AuthError, Keys, allows, bearer_token, issue_token, load_keys, verify_token
+from flask_tasks.auth import AuthError, Keys, allows, bearer_token, issue_token, keys_or_exit, load_keys, verify_token
 from flask_tasks.clients import authenticate, clients_cli
 from flask_tasks.config import Settings
 from flask_tasks.openapi import docs
 from flask_tasks.registry import Registry, TaskArgsError, TaskType
-from flask_tasks.startup import keys_or_exit, start_process
+from flask_tasks.startup import start_process
 from flask_tasks.stopping import one_line
 
 log = logging.getLogger("flask_tasks.web")
