@@ -24,6 +24,7 @@ from flask_tasks.config import ConfigError, Settings
 
 ALGORITHM = "RS256"
 TOKEN_TYPE = "at+jwt"  # RFC 9068: an access token, so no other kind of JWT passes for one
+TOKEN_TYPES = ("at+jwt", "application/at+jwt")  # RFC 9068 section 4: both spellings, any case
 MIN_KEY_BITS = 2048
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 
@@ -57,7 +58,7 @@ def _pem_blocks(text: str) -> list[bytes]:
     blocks, current = [], []
     for line in text.strip().splitlines():
         current.append(line.strip())
-        if line.startswith("-----END "):
+        if line.strip().startswith("-----END "):
             blocks.append("\n".join(current).encode() + b"\n")
             current = []
     if any(line for line in current):
@@ -137,7 +138,7 @@ def verify_token(keys: Keys, settings: Settings, token: str) -> dict[str, Any]:
         kid = header.get("kid")
         if not isinstance(kid, str) or kid not in keys.verifying:
             raise AuthError(401, "the token is signed by a key this server does not know (kid)")
-        if header.get("typ") != TOKEN_TYPE:
+        if str(header.get("typ", "")).lower() not in TOKEN_TYPES:
             raise AuthError(401, f"the token is not an access token (typ must be {TOKEN_TYPE})")
         claims = jwt.decode(
             token,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import logging
@@ -20,13 +19,15 @@ from flask_tasks import db
 from flask_tasks.auth import AuthError
 from flask_tasks.registry import Registry
 
-# scrypt cost: about 50 ms and 32 MiB per check here. The parameters are stored
+# scrypt cost: about 50 to 120 ms and 32 MiB per check here. The parameters are stored
 # with each hash, so raising them later keeps older secrets working.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 MAX_MEMORY = 64 * 1024 * 1024
-# After this many failures in a row, a client id waits 2 s, doubling per failure, at most 5 min.
+# After 5 failures in a row a client id waits 2 s, doubling with each failure, at most 5 min
+# (flask_tasks_token_wait in the schema). Across all ids, at most this many failures a second:
+# each costs a scrypt check, and a flood of made-up ids must not take every web worker.
 FREE_FAILURES = 5
-LONGEST_WAIT = 300.0
+MAX_FAILURES_PER_SECOND = 10
 MAX_CLIENT_ID = 200
 
 
@@ -45,37 +46,30 @@ def secret_matches(secret: str, stored: str) -> bool:
     return hmac.compare_digest(fresh.encode(), stored.encode())
 
 
-@functools.cache
-def _decoy_hash() -> str:
-    # Checked against when the client id is unknown, so that case costs the same scrypt work.
-    return hash_secret(secrets.token_urlsafe(32))
-
-
-def wait_after_failures(failures: int) -> float:
-    """Seconds a client id must wait after `failures` failed attempts in a row."""
-    if failures < FREE_FAILURES:
-        return 0.0
-    return min(2.0 ** (failures - FREE_FAILURES + 1), LONGEST_WAIT)
+# Checked against when the client id is unknown, so that case costs the same scrypt work.
+# Made at import, so no request pays for making it.
+DECOY_HASH = hash_secret(secrets.token_urlsafe(32))
 
 
 def authenticate(conn: psycopg2.extensions.connection, client_id: str, secret: str) -> list[str]:
-    """The task types a client may run, if the secret is right; AuthError (401, or 429 while slowed) if not."""
+    """The task types a client may run, if the secret is right; AuthError (401, or 429 while slowed) if not.
+
+    Every request costs one scrypt check, for a known or unknown id alike. The attempt is
+    counted before the check, in one statement, so parallel guesses cannot share one count.
+    """
     if not client_id or len(client_id) > MAX_CLIENT_ID or "\x00" in client_id or "\x00" in secret:
         raise AuthError(401, "wrong client id or secret")
-    rows = db.run(conn, "token_failures", {"client_id": client_id})
-    if rows:
-        failures, seconds_since = rows[0]
-        wait = wait_after_failures(failures) - seconds_since
-        if wait > 0:
-            seconds = math.ceil(wait)
-            raise AuthError(429, f"too many failed attempts for this client id; try again in {seconds} s", seconds)
+    if db.run(conn, "recent_token_failures")[0][0] >= MAX_FAILURES_PER_SECOND:
+        raise AuthError(429, "too many failed token requests right now; try again in 1 s", 1)
+    if not db.run(conn, "count_token_attempt", {"client_id": client_id}):
+        rows = db.run(conn, "token_wait", {"client_id": client_id})
+        seconds = max(1, math.ceil(rows[0][0] if rows else 1))
+        raise AuthError(429, f"too many failed attempts for this client id; try again in {seconds} s", seconds)
     found = db.run(conn, "get_client", {"name": client_id})
-    stored, tasks = found[0] if found else (_decoy_hash(), [])
+    stored, tasks = found[0] if found else (DECOY_HASH, [])
     if not secret_matches(secret, stored) or not found:
-        db.run(conn, "record_token_failure", {"client_id": client_id})
         raise AuthError(401, "wrong client id or secret")
-    if rows:
-        db.run(conn, "clear_token_failures", {"client_id": client_id})
+    db.run(conn, "clear_token_failures", {"client_id": client_id})
     return list(tasks)
 
 

@@ -112,7 +112,8 @@ def load_settings() -> Settings:
     level = env("LOG_LEVEL", "").strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL={level!r} must be DEBUG, INFO, WARNING or ERROR")
-    frontend = [o.strip() for o in env("FRONTEND_URL", "*").split(",") if o.strip()]
+    # A browser's Origin has no path or trailing slash: https://app.example.com/ would never match.
+    frontend = [o.strip().rstrip("/") for o in env("FRONTEND_URL", "*").split(",") if o.strip().rstrip("/")]
     return Settings(
         database_url=url,
         embedded_dir=Path(env("EMBEDDED_PG_DIR", "").strip() or PROJECT_DIR / ".pgdata"),

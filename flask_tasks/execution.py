@@ -66,13 +66,27 @@ class Interrupt(BaseException):
         self.kind = kind
 
 
+ERROR_TEXT_LIMIT = 64 * 1024  # characters kept of an error's message and of its traceback
+
+
 def error_of(err: BaseException) -> dict[str, str]:
-    """Message and traceback of an exception, even one whose str() itself fails."""
+    """Message and traceback of an exception, even one whose str() itself fails; each cut to 64 KiB."""
     try:
         text = str(err)
     except Exception:  # noqa: BLE001 - a broken __str__ must not take the handler down
         text = "(its message could not be read)"
-    return {"message": f"{type(err).__name__}: {text}", "traceback": traceback.format_exc()}
+    message, trace = f"{type(err).__name__}: {text}", traceback.format_exc()
+    return {"message": _cut(message), "traceback": _cut(trace)}
+
+
+def _cut(text: str) -> str:
+    if len(text) <= ERROR_TEXT_LIMIT:
+        return text
+    return (
+        text[: ERROR_TEXT_LIMIT // 2]
+        + f"\n... ({len(text) - ERROR_TEXT_LIMIT} characters cut) ...\n"
+        + text[-ERROR_TEXT_LIMIT // 2 :]
+    )
 
 
 def to_json(value: Any) -> Outcome:

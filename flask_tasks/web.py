@@ -351,7 +351,8 @@ def find_task(task_id: str) -> dict[str, Any]:
     except ValueError:
         raise ApiError(404, f"task [{task_id}] not found: task ids are UUIDs") from None
     # Another subject's task answers as if it did not exist: 404, not 403.
-    rows = db.run_dicts(get_db(), "get_task", {"id": key, "subject": request_subject()})
+    subject = request_subject()  # a bad token is a 401 before any database work
+    rows = db.run_dicts(get_db(), "get_task", {"id": key, "subject": subject})
     if not rows:
         seconds = current_app.config["SETTINGS"].max_task_time
         raise ApiError(404, f"task [{task_id}] not found: it may have expired (tasks are kept {seconds} s)")
@@ -396,9 +397,18 @@ class TokenRequest(BaseModel):
     client_secret: Annotated[str, Field(min_length=1, max_length=1000)]
 
 
+def basic_credentials() -> Any:
+    """The request's HTTP Basic credentials, or None (also for a header werkzeug cannot decode)."""
+    try:
+        authorization = request.authorization
+    except ValueError:  # e.g. non-ASCII in a Basic header
+        return None
+    return authorization if authorization is not None and authorization.type == "basic" else None
+
+
 def token_credentials() -> TokenRequest:
-    basic = request.authorization
-    if basic is not None and basic.type == "basic":
+    basic = basic_credentials()
+    if basic is not None:
         body = {"client_id": basic.username or "", "client_secret": basic.password or ""}
     elif request.content_length or request.is_json:
         body = json_body()
@@ -439,7 +449,9 @@ def protected_tasks():
     if claims is None:
         raise AuthError(401, "send Authorization: Bearer <token>; get one at POST /token")
     allowed = {name: True for name, value in claims.get("allowed_tasks", {}).items() if value is True}
-    return jsonify(allowed_tasks=allowed, exp=claims["exp"])
+    response = jsonify(allowed_tasks=allowed, exp=claims["exp"])
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @api.get("/.well-known/jwks.json")
@@ -457,12 +469,13 @@ def handle_api_error(err: ApiError):
 
 def handle_auth_error(err: AuthError):
     headers = {}
-    basic = request.authorization is not None and request.authorization.type == "basic"
-    if err.status == 401 and basic and request.path == "/token":  # RFC 6749: the scheme the client used
+    if err.status == 401 and request.path == "/token":  # RFC 6749: client credentials, never a bearer token
         headers["WWW-Authenticate"] = 'Basic realm="flask-tasks"'
     elif err.status == 401:  # RFC 6750: say which scheme, and whether a token was sent and refused
         invalid = ', error="invalid_token"' if "Authorization" in request.headers else ""
         headers["WWW-Authenticate"] = f'Bearer realm="flask-tasks"{invalid}'
+    elif err.status == 403:
+        headers["WWW-Authenticate"] = 'Bearer realm="flask-tasks", error="insufficient_scope"'
     if err.retry_after is not None:
         headers["Retry-After"] = str(err.retry_after)
     return jsonify(message=err.message), err.status, headers

@@ -84,7 +84,8 @@ def refresh(lines: list[str], env: dict[str, str], state: Path) -> list[str]:
             for old, new in zip(pattern.findall("".join(recorded)), pattern.findall(answer), strict=False):
                 ids.setdefault(old, new)
         out[-1] = "$ " + command
-        out.extend(answer.rstrip("\n").split("\n"))
+        if answer.strip():  # a command that prints nothing (a variable set) gets no answer line
+            out.extend(answer.rstrip("\n").split("\n"))
     return out
 
 

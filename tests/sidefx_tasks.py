@@ -158,3 +158,9 @@ def classified(x: int) -> int:
 def big_result(size: int) -> str:
     """A result of `size` characters, for MAX_RESULT_BYTES."""
     return "x" * size
+
+
+@task(max_attempts=1)
+def huge_error(size: int) -> None:
+    """Fails with a message of `size` characters, for the cap on stored error text."""
+    raise ValueError("e" * size)

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import threading
 import time
 import uuid
 
@@ -15,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from flask_tasks import auth, clients
+from flask_tasks import auth, clients, db
 from flask_tasks.config import ConfigError
 from flask_tasks.web import create_app
 from tests.conftest import query
@@ -156,14 +157,15 @@ def test_wrong_credentials_are_401_and_unknown_clients_look_the_same(api, auth_a
     assert_error(wrong, 401)
     assert_error(unknown, 401)
     assert wrong.json == unknown.json
+    assert wrong.headers["WWW-Authenticate"] == unknown.headers["WWW-Authenticate"] == 'Basic realm="flask-tasks"'
 
 
 def test_every_token_request_does_the_same_scrypt_work(api, auth_app, monkeypatch):
     # No timing oracle: a wrong secret, an unknown client and a right secret each cost one scrypt.
     secret = add_client(auth_app, "alice")
     calls = []
-    real = clients.hash_secret
-    monkeypatch.setattr(clients, "hash_secret", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = clients.secret_matches
+    monkeypatch.setattr(clients, "secret_matches", lambda *a: calls.append(1) or real(*a))
     for client_id, client_secret in (("alice", "nope"), ("nobody", "nope"), ("alice", secret)):
         calls.clear()
         api.post("/token", json={"client_id": client_id, "client_secret": client_secret})
@@ -207,11 +209,42 @@ def test_repeated_failures_are_slowed_then_forgotten(api, auth_app, conn):
     assert query(conn, "SELECT count(*) FROM token_failures WHERE client_id = 'alice'") == [(0,)]
 
 
-def test_the_wait_grows_and_is_bounded():
-    waits = [clients.wait_after_failures(n) for n in range(0, 20)]
+def test_the_wait_grows_and_is_bounded(conn):
+    waits = [query(conn, "SELECT flask_tasks_token_wait(%s)", (n,))[0][0] for n in (*range(0, 20), 2000, 2**31 - 1)]
     assert waits[: clients.FREE_FAILURES] == [0.0] * clients.FREE_FAILURES
+    assert waits[clients.FREE_FAILURES] == 2.0
     assert waits == sorted(waits)
-    assert max(waits) == clients.LONGEST_WAIT
+    assert max(waits) == 300.0  # five minutes, however many failures
+
+
+def test_parallel_guesses_cannot_share_one_count(database_url):
+    # 20 attempts at once for one id: the count is taken before the secret is checked, in one
+    # statement, so exactly the 5 free attempts go ahead and the rest must wait.
+    barrier, passed = threading.Barrier(20), []
+
+    def attempt() -> None:
+        conn = db.connect(database_url, "flask-tasks tests")
+        barrier.wait()
+        passed.append(bool(db.run(conn, "count_token_attempt", {"client_id": "alice"})))
+        conn.close()
+
+    threads = [threading.Thread(target=attempt) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert passed.count(True) == clients.FREE_FAILURES and len(passed) == 20
+
+
+def test_a_flood_of_failures_is_cut_off_before_any_scrypt_work(api, conn, monkeypatch):
+    calls = []
+    real = clients.secret_matches
+    monkeypatch.setattr(clients, "secret_matches", lambda *a: calls.append(1) or real(*a))
+    for n in range(clients.MAX_FAILURES_PER_SECOND):
+        query(conn, "INSERT INTO token_failures VALUES (%s, 1, now())", (f"made-up-{n}",))
+    r = api.post("/token", json={"client_id": "someone", "client_secret": "x"})
+    assert_error(r, 429)
+    assert r.headers["Retry-After"] == "1" and calls == []
 
 
 def test_secrets_are_stored_only_as_salted_scrypt_hashes(auth_app, conn):
@@ -258,7 +291,9 @@ def test_protected_task_without_a_token_is_401(api, conn):
 
 def test_protected_task_not_allowed_by_the_token_is_403(api, auth_app, conn):
     token = get_token(api, "alice", add_client(auth_app, "alice", "multiply"))
-    assert_error(api.post("/task/new", json={"type": "classified", "args": {"x": 1}}, headers=bearer(token)), 403)
+    r = api.post("/task/new", json={"type": "classified", "args": {"x": 1}}, headers=bearer(token))
+    assert_error(r, 403)
+    assert 'error="insufficient_scope"' in r.headers["WWW-Authenticate"]
     assert count_tasks(conn) == 0
 
 
@@ -390,9 +425,20 @@ def test_the_same_construction_correctly_signed_is_accepted(api, auth_settings, 
     assert api.get("/protected", headers=bearer(token)).status_code == 200
 
 
-@pytest.mark.parametrize("header", ["Basic YWxpY2U6c2VjcmV0", "Bearer", "Bearer ", "Token abc"])
+@pytest.mark.parametrize("header", ["Basic YWxpY2U6c2VjcmV0", "Bearer", "Bearer ", "Token abc", "Basic \u00e9"])
 def test_malformed_authorization_headers_are_401(api, header):
     assert_error(api.post("/task/new", json=MULTIPLY, headers={"Authorization": header}), 401)
+    assert_error(api.get("/protected", headers={"Authorization": header}), 401)
+    assert_error(api.get(f"/task/{uuid.uuid4()}", headers={"Authorization": header}), 401)
+
+
+def test_an_undecodable_basic_header_at_token_is_400(api):
+    assert_error(api.post("/token", headers={"Authorization": "Basic \u00e9"}), 400)
+
+
+def test_both_spellings_of_the_access_token_type_are_accepted(api, auth_settings, key_a):
+    for typ in ("at+jwt", "application/at+jwt", "AT+JWT"):
+        assert api.get("/protected", headers=bearer(sign(key_a, claims_for(auth_settings), typ=typ))).status_code == 200
 
 
 def test_leeway_accepts_a_token_just_expired(api, auth_settings, key_a):
@@ -450,6 +496,12 @@ def test_keys_from_files(tmp_path, monkeypatch, settings, key_a, key_b):
     monkeypatch.setenv("JWT_PUBLIC_PEM", public_pem(key_a))
     with pytest.raises(ConfigError, match="not both"):
         load_settings()
+
+
+def test_indented_pem_blocks_are_each_read(settings, key_a, key_b):
+    indented = "\n".join("    " + line for line in (public_pem(key_a) + public_pem(key_b)).splitlines())
+    keys = auth.load_keys(dataclasses.replace(settings, jwt_public_pems=indented))
+    assert len(keys.verifying) == 2
 
 
 def test_token_ids_are_rfc7638_thumbprints(key_a):

@@ -81,6 +81,17 @@ def test_a_result_over_the_limit_fails_the_task_clearly(conn, processes):
     assert query(conn, "SELECT result FROM tasks WHERE id = %s", (big,)) == [(None,)]
 
 
+def test_error_text_is_cut_to_64_kib(conn, processes):
+    from tests.conftest import enqueue
+
+    task_id = enqueue(conn, "huge_error", {"size": 1_000_000})
+    processes.start("handler.py")
+    row = wait_for(lambda: finished(conn, task_id))
+    assert row["status"] == "failed"
+    assert len(row["error"]["message"]) < 70_000 and "characters cut" in row["error"]["message"]
+    assert len(row["error"]["traceback"]) < 70_000
+
+
 # -- headers -------------------------------------------------------------------------
 
 
@@ -139,6 +150,12 @@ def test_cors_preflight_allows_the_authorization_header(settings, registry, monk
     )
     assert r.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "authorization" in r.headers["Access-Control-Allow-Headers"].lower()
+
+
+def test_cors_origin_with_a_trailing_slash_still_matches(settings, registry, monkeypatch):
+    client = cors_client(registry, monkeypatch, "https://app.example.com/")
+    r = client.get("/tasks", headers={"Origin": "https://app.example.com"})
+    assert r.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
 
 
 def test_cors_star_never_allows_credentials(settings, registry, monkeypatch):

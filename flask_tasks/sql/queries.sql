@@ -57,14 +57,21 @@ DELETE FROM clients WHERE name = %(name)s RETURNING name;
 -- get_client: a client's secret hash and task types
 SELECT secret_hash, tasks FROM clients WHERE name = %(name)s;
 
--- token_failures: consecutive failed token requests for a client id, and seconds since the last
-SELECT failures, extract(epoch FROM now() - last_failure)::float8 FROM token_failures WHERE client_id = %(client_id)s;
+-- recent_token_failures: token requests of any client id counted in the last second and not (yet) successful
+SELECT count(*) FROM token_failures WHERE last_failure > now() - interval '1 second';
 
--- record_token_failure: count one more failed token request for a client id
-INSERT INTO token_failures (client_id, failures, last_failure) VALUES (%(client_id)s, 1, now())
-ON CONFLICT (client_id) DO UPDATE SET failures = token_failures.failures + 1, last_failure = now();
+-- count_token_attempt: count a token request against its client id before its secret is checked (a success clears it); no row while the id must wait
+INSERT INTO token_failures AS f (client_id, failures, last_failure) VALUES (%(client_id)s, 1, clock_timestamp())
+-- clock_timestamp(), not now(): a request that waited on another's row lock began before that row's time
+ON CONFLICT (client_id) DO UPDATE SET failures = f.failures + 1, last_failure = clock_timestamp()
+WHERE f.last_failure + make_interval(secs => flask_tasks_token_wait(f.failures)) <= clock_timestamp()
+RETURNING failures;
 
--- clear_token_failures: forget a client id's failures after a success
+-- token_wait: seconds a client id must still wait before its next token request
+SELECT greatest(0, flask_tasks_token_wait(failures) - extract(epoch FROM now() - last_failure)::float8)
+FROM token_failures WHERE client_id = %(client_id)s;
+
+-- clear_token_failures: forget a client id's attempts after a success
 DELETE FROM token_failures WHERE client_id = %(client_id)s;
 
 -- delete_old_token_failures: forget failures older than a day

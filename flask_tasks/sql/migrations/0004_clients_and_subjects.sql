@@ -8,13 +8,20 @@ CREATE TABLE clients (
     created     timestamptz NOT NULL DEFAULT now()
 );
 
--- Consecutive failed POST /token attempts per client id (known or not, so a refusal
--- tells nothing about which ids exist); deleted by a success or by the janitor.
+-- POST /token attempts per client id (known or not, so a refusal tells nothing about
+-- which ids exist), counted before the secret is checked; deleted by a success or by the janitor.
 CREATE TABLE token_failures (
     client_id    text PRIMARY KEY,
     failures     integer NOT NULL,
     last_failure timestamptz NOT NULL
 );
+CREATE INDEX token_failures_last_failure_idx ON token_failures (last_failure);
+
+-- Seconds a client id waits after `failures` token requests in a row that did not succeed:
+-- none for the first 5, then 2 s doubling with each one, at most 5 minutes.
+CREATE FUNCTION flask_tasks_token_wait(failures integer) RETURNS float8 LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN failures < 5 THEN 0 ELSE least(2 ^ least(failures - 4, 9), 300) END
+$$;
 
 ALTER TABLE tasks ADD COLUMN subject text;  -- the token subject that posted it; NULL: no token
 
