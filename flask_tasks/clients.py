@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
@@ -46,9 +47,14 @@ def secret_matches(secret: str, stored: str) -> bool:
     return hmac.compare_digest(fresh.encode(), stored.encode())
 
 
-# Checked against when the client id is unknown, so that case costs the same scrypt work.
-# Made at import, so no request pays for making it.
-DECOY_HASH = hash_secret(secrets.token_urlsafe(32))
+@functools.cache
+def decoy_hash() -> str:
+    """Checked against when the client id is unknown, so that case costs the same scrypt work.
+
+    A server that issues tokens makes it at start (create_app), so no request pays for it;
+    one that does not never spends scrypt's 32 MiB on it.
+    """
+    return hash_secret(secrets.token_urlsafe(32))
 
 
 def authenticate(conn: psycopg2.extensions.connection, client_id: str, secret: str) -> list[str]:
@@ -66,7 +72,7 @@ def authenticate(conn: psycopg2.extensions.connection, client_id: str, secret: s
         seconds = max(1, math.ceil(rows[0][0] if rows else 1))
         raise AuthError(429, f"too many failed attempts for this client id; try again in {seconds} s", seconds)
     found = db.run(conn, "get_client", {"name": client_id})
-    stored, tasks = found[0] if found else (DECOY_HASH, [])
+    stored, tasks = found[0] if found else (decoy_hash(), [])
     if not secret_matches(secret, stored) or not found:
         raise AuthError(401, "wrong client id or secret")
     db.run(conn, "clear_token_failures", {"client_id": client_id})

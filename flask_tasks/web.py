@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from flask_tasks import db
 from flask_tasks.auth import AuthError, Keys, allows, bearer_token, issue_token, keys_or_exit, load_keys, verify_token
-from flask_tasks.clients import authenticate, clients_cli
+from flask_tasks.clients import authenticate, clients_cli, decoy_hash
 from flask_tasks.config import Settings
 from flask_tasks.openapi import docs
 from flask_tasks.registry import Registry, TaskArgsError, TaskType
@@ -202,6 +202,8 @@ def parse_new_task(body: Any, registry: Registry, settings: Settings, claims: di
 
 def check_args_limits(args: dict[str, Any], settings: Settings) -> None:
     """ApiError(400) for arguments nested deeper than ARGS_MAX_DEPTH or larger than ARGS_MAX_BYTES."""
+    if not args:  # {}: one level, two bytes
+        return
     depth, level = 0, [args]
     while level:
         depth += 1
@@ -213,10 +215,9 @@ def check_args_limits(args: dict[str, Any], settings: Settings) -> None:
             for child in (value.values() if isinstance(value, dict) else value)
             if isinstance(child, (dict, list))
         ]
-    if len(args) > 0:
-        size = len(json.dumps(args, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
-        if size > settings.args_max_bytes:
-            raise ApiError(400, f"the field [args] is {size} bytes of JSON: at most {settings.args_max_bytes}")
+    size = len(json.dumps(args, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+    if size > settings.args_max_bytes:
+        raise ApiError(400, f"the field [args] is {size} bytes of JSON: at most {settings.args_max_bytes}")
 
 
 def task_fields(new: NewTask, settings: Settings) -> dict[str, Any]:
@@ -528,6 +529,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.json.sort_keys = False
     app.extensions["flask_tasks.pool"] = ConnectionPool(settings)
     app.extensions["flask_tasks.keys"] = keys
+    if keys.signing is not None:
+        decoy_hash()  # now rather than in the first request for an unknown client id
     # Tokens travel in the Authorization header, never in cookies: no credentialed CORS.
     anyone = "*" in settings.frontend_url
     CORS(
