@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -51,6 +52,17 @@ def test_args_larger_than_the_limit_are_400(settings, registry, conn):
     # Counted in UTF-8 bytes: 40 characters of 3 bytes each are over 100.
     assert_error(client.post("/task/new", json={"required_arg": "€" * 40}), 400)
     assert count_tasks(conn) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"a":[1e15,1e15,1e15]}', '{"a":"\\u00e9\\ud800\\n"}', '{"a":[1e-7,-1e15,5e-324]}', '{"a":{"b":[[],{}]}}'],
+)
+def test_args_encoded_again_are_at_most_5_times_their_body(body):
+    # The rule check_args_limits relies on to skip measuring args that came in a small body.
+    args = json.loads(body)
+    size = len(json.dumps(args, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+    assert size <= 5 * len(body.encode())
 
 
 def test_bulk_over_the_limit_is_400_and_stores_nothing(settings, registry, conn):
