@@ -107,6 +107,12 @@ def test_embedded_database_is_the_default_and_survives_a_restart(processes, tmp_
             cur.execute("SELECT status FROM tasks WHERE type = 'add'")
             return cur.fetchone()[0] == "done"
 
+    def schema_ready() -> bool:  # each process logs the database it uses, then migrates it
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('tasks') IS NOT NULL")
+            return cur.fetchone()[0]
+
+    wait_for(schema_ready, timeout=30)
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("""INSERT INTO tasks (type, args, expire) VALUES ('add', '{"x": 2, "y": 3}', now() + '1h')""")
     wait_for(task_done, timeout=30)

@@ -125,6 +125,9 @@ def test_sigterm_during_a_long_task_releases_it_after_the_grace_period(conn, pro
     task_id = enqueue(conn, "sleep", {"seconds": 30})
     handler = processes.start("handler.py", SHUTDOWN_GRACE="1")
     wait_for(lambda: task_row(conn, task_id)["status"] == "running")
+    # "running" is written when the task is claimed; its main thread starts it a moment later,
+    # and a task claimed but not started is given back at once, without the grace period.
+    time.sleep(0.5)
     started = time.monotonic()
     handler.send_signal(signal.SIGTERM)
     assert handler.wait(timeout=10) == 0
