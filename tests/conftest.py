@@ -253,6 +253,6 @@ def report(request: pytest.FixtureRequest) -> Callable[[str, object], None]:
 def pytest_terminal_summary(terminalreporter) -> None:
     if FIGURES:
         sizes = "full" if os.environ.get("FAULTS_FULL") == "1" else "CI"
-        terminalreporter.section(f"figures (fault suite at {sizes} sizes)")
+        terminalreporter.section(f"figures: the fault suite at {sizes} sizes, API fuzzing")
         for name, value in FIGURES:
             terminalreporter.write_line(f"{name}: {value}")
