@@ -73,6 +73,12 @@ class Keys:
     signing: tuple[str, RSAPrivateKey] | None
     verifying: dict[str, RSAPublicKey]
 
+    def signer(self) -> tuple[str, RSAPrivateKey]:
+        """The kid and private key that sign tokens; AuthError(503) if this server has none."""
+        if self.signing is None:
+            raise AuthError(503, "this server issues no tokens: JWT_PRIVATE_PEM is not set")
+        return self.signing
+
     def jwks(self) -> dict[str, Any]:
         """The public keys as a JSON Web Key Set, for other services that check our tokens."""
         keys = []
@@ -111,9 +117,7 @@ def load_keys(settings: Settings) -> Keys:
 
 def issue_token(keys: Keys, settings: Settings, subject: str, tasks: list[str]) -> tuple[str, int]:
     """A signed token for `subject` allowing `tasks`, and its expiry (unix seconds)."""
-    if keys.signing is None:
-        raise AuthError(503, "this server issues no tokens: JWT_PRIVATE_PEM is not set")
-    kid, private = keys.signing
+    kid, private = keys.signer()
     now = int(time.time())
     exp = now + settings.token_lifetime
     claims = {

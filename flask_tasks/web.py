@@ -151,11 +151,11 @@ class TaskRequest(BaseModel):
 REQUEST_FIELDS = ", ".join(TaskRequest.model_fields)
 
 
-def _request_error(error: Any) -> str:
+def _request_error(error: Any, known: str = f"a task request has {REQUEST_FIELDS}") -> str:
     field = ".".join(str(part) for part in error["loc"]) or "?"
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"the field [{field}] is not known; a task request has {REQUEST_FIELDS}."
+        return f"the field [{field}] is not known; {known}."
     if kind == "missing":
         return f"the field [{field}] is required."
     if field == "type" and kind == "string_type":
@@ -430,7 +430,8 @@ def token_credentials() -> TokenRequest:
     try:
         return TokenRequest.model_validate(body)
     except ValidationError as err:
-        raise ApiError(400, _request_error(err.errors()[0]).replace("a task request", "a token request")) from None
+        known = f"a token request has {', '.join(TokenRequest.model_fields)}"
+        raise ApiError(400, _request_error(err.errors()[0], known)) from None
 
 
 @api.post("/token")
@@ -439,8 +440,7 @@ def create_token():
     credentials = token_credentials()
     settings: Settings = current_app.config["SETTINGS"]
     keys: Keys = current_app.extensions["flask_tasks.keys"]
-    if keys.signing is None:
-        raise AuthError(503, "this server issues no tokens: JWT_PRIVATE_PEM is not set")
+    keys.signer()  # a server that cannot sign says so before any scrypt work
     tasks = authenticate(get_db(), credentials.client_id, credentials.client_secret)
     token, exp = issue_token(keys, settings, credentials.client_id, tasks)
     response = jsonify(
