@@ -68,8 +68,21 @@ def insert_noop_tasks(conn: Connection, count: int) -> None:
 
 
 def queue_is_empty(conn: Connection) -> bool:
-    """No task waits or runs: every task inserted so far has ended."""
-    return not scalar(conn, "SELECT EXISTS (SELECT 1 FROM tasks WHERE status IN ('waiting', 'running'))")
+    """No task waits or runs: every task inserted so far has ended.
+
+    Two EXISTS, each answered from its partial index: the probe runs every 20 ms
+    beside the handlers, so it must cost next to nothing (a count of done tasks
+    scans the whole table, and took about a third of a core at 30,000 tasks).
+    """
+    return not scalar(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'waiting') "
+        "OR EXISTS (SELECT 1 FROM tasks WHERE status = 'running')",
+    )
+
+
+def done_tasks(conn: Connection) -> int:
+    return scalar(conn, "SELECT count(*) FROM tasks WHERE status = 'done'")
 
 
 class Server:

@@ -62,5 +62,10 @@ def start_workers(procs: Processes, database_url: str, count: int) -> list[Proce
     return workers
 
 
+def queue_is_empty(conn: Connection) -> bool:
+    """No job is queued or running: each is deleted from `pgqueuer` as its log row is written."""
+    return not scalar(conn, "SELECT EXISTS (SELECT 1 FROM pgqueuer)")
+
+
 def finished_jobs(conn: Connection) -> int:
     return scalar(conn, "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful'")

@@ -92,24 +92,27 @@ WITH stored AS (
          AS o(id uuid, token uuid, status text, result jsonb, error jsonb, delay float8, started float8)
     WHERE t.id = o.id AND t.claim_token = o.token AND t.status = 'running'
     RETURNING t.id
-), picked AS (
-    SELECT id FROM tasks
-    WHERE status = 'waiting' AND run_at <= now() AND type = ANY(%(types)s::text[])
-    ORDER BY priority DESC, run_at
-    LIMIT %(batch)s::int
-    FOR UPDATE SKIP LOCKED
 ), claimed AS (
+    -- = ANY(ARRAY(...)) rather than a join with the locked rows: the update then
+    -- fetches each row through the primary key, where a join hashed the whole table.
     UPDATE tasks t
     SET status = 'running', worker = %(worker)s::text, claim_token = gen_random_uuid(),
         lease_until = now() + make_interval(secs => %(lease)s::float8), attempts = t.attempts + 1,
         started = now()
-    FROM picked
-    WHERE t.id = picked.id
-    RETURNING t.id::text, t.type, t.args, t.claim_token::text, t.attempts, t.max_attempts, t.timeout
+    WHERE t.id = ANY(ARRAY(
+        SELECT id FROM tasks
+        WHERE status = 'waiting' AND run_at <= now() AND type = ANY(%(types)s::text[])
+        ORDER BY priority DESC, run_at
+        LIMIT %(batch)s::int
+        FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING t.id::text, t.type, t.args, t.claim_token::text, t.attempts, t.max_attempts, t.timeout,
+              t.priority, t.run_at
 )
 SELECT true AS stored, id::text, NULL, NULL::jsonb, NULL, NULL::int, NULL::int, NULL::float8 FROM stored
 UNION ALL
-SELECT false, * FROM claimed;
+(SELECT false, id, type, args, claim_token, attempts, max_attempts, timeout FROM claimed
+ ORDER BY priority DESC, run_at);  -- the update returns rows in key order: run them in the claim's
 
 -- extend_leases: keep the leases of held tasks alive (heartbeat); returns those asked to stop
 UPDATE tasks SET lease_until = now() + make_interval(secs => %(lease)s::float8)
