@@ -271,10 +271,10 @@ def create_task():
     row = task_row(new_ids(1)[0], new, settings, subject)
     with storing():
         params = {"tasks": json.dumps([row]), "max_task_time": settings.max_task_time}
-        text = dict(db.run(get_db(), "insert_tasks", params)).get(row["id"])
-        if text is None:  # the idempotency key is taken: answer with the task it made
+        times = {task_id: rest for task_id, *rest in db.run(get_db(), "insert_tasks", params)}.get(row["id"])
+        if times is None:  # the idempotency key is taken: answer with the task it made
             return json_response(dumps(task_json(existing_task(new, settings, subject), new.legacy)), 200)
-    return json_response(answer_text(text, new.legacy), 201)
+    return json_response(dumps(task_json(inserted_task(row, times), new.legacy)), 201)
 
 
 def create_tasks(bodies: list[Any], settings: Settings, registry: Registry):
@@ -296,14 +296,15 @@ def create_tasks(bodies: list[Any], settings: Settings, registry: Registry):
     params = {"tasks": json.dumps(rows), "max_task_time": settings.max_task_time}
     # One transaction: a 409 below must leave none of them stored.
     with storing(), get_db():
-        stored = dict(db.run(get_db(), "insert_tasks", params))  # id -> the task as JSON text
-        texts = []
+        stored = {task_id: rest for task_id, *rest in db.run(get_db(), "insert_tasks", params)}
+        tasks = []
         for row, new in zip(rows, news, strict=True):
-            if row["id"] in stored:
-                texts.append(answer_text(stored[row["id"]], new.legacy))
+            times = stored.get(row["id"])
+            if times is not None:
+                tasks.append(task_json(inserted_task(row, times), new.legacy))
             else:  # its idempotency key was taken: the task it made stands in
-                texts.append(dumps(task_json(existing_task(new, settings, subject), new.legacy)))
-    return json_response(f"[{','.join(texts)}]", 201)
+                tasks.append(task_json(existing_task(new, settings, subject), new.legacy))
+    return json_response(dumps(tasks), 201)
 
 
 def existing_task(new: NewTask, settings: Settings, subject: str | None) -> dict[str, Any]:
@@ -315,9 +316,34 @@ def existing_task(new: NewTask, settings: Settings, subject: str | None) -> dict
     return rows[0]
 
 
-def answer_text(stored: str, legacy: bool) -> str:
-    """A stored task's JSON text as the answer shows it (PostgreSQL's text as it is, unless legacy)."""
-    return dumps(task_json(json.loads(stored), True)) if legacy else stored
+def inserted_task(row: dict[str, Any], times: list[int]) -> dict[str, Any]:
+    """A task just inserted, as get_task would read it back: what was sent, and the times PostgreSQL set.
+
+    Built here rather than returned by the insert: PostgreSQL's row_to_json cost more
+    than the insert itself (9 of 22 µs a task in a bulk request).
+    """
+    created, run_at, expire = times
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "args": row["args"],
+        "status": "waiting",
+        "result": None,
+        "error": None,
+        "last_error": None,
+        "attempts": 0,
+        "max_attempts": row["max_attempts"],
+        "priority": row["priority"],
+        "timeout": None if row["timeout"] is None else float(row["timeout"]),  # a float8 column
+        "idempotency_key": row["idempotency_key"],
+        "cancel_requested": False,
+        "worker": None,
+        "created": created,
+        "run_at": run_at,
+        "started": None,
+        "finished": None,
+        "expire": expire,
+    }
 
 
 def dumps(value: Any) -> str:

@@ -108,3 +108,22 @@ def test_a_409_in_a_bulk_request_stores_none_of_them(client, conn):
     response = client.post("/task", json=bodies)
     assert response.status_code == 409
     assert count(conn) == 1  # only the first request's task
+
+
+def test_the_answer_to_a_post_is_the_task_as_get_reads_it(client, conn):
+    """The insert returns only the times PostgreSQL sets; the rest of the answer is built from the request."""
+    bodies = [
+        {"type": "add", "args": {"x": 1, "y": 2}},
+        {"type": "divide", "args": {"x": 1, "y": 4}, "priority": -3, "delay": 30, "timeout": 2, "max_attempts": 5},
+        {"type": "sleep", "args": {"seconds": 1}, "run_at": 4102444800.5, "idempotency_key": "same-as-get"},
+        {"type": "echo", "args": {"required_arg": "ünïcode \u2028 \\ \""}},
+        {"required_arg": "legacy"},
+    ]
+    single = [client.post("/task", json=body) for body in bodies]
+    assert all(response.status_code == 201 for response in single)
+    bulk = client.post("/task", json=[{k: v for k, v in b.items() if k != "idempotency_key"} for b in bodies])
+    assert bulk.status_code == 201
+    for posted in [response.json for response in single] + bulk.json:
+        view = "/view" if "required_arg" in posted else ""  # a legacy task is answered in the legacy form
+        read = client.get(f"/task/{posted['id']}{view}").json
+        assert posted == read and list(posted) == list(read)

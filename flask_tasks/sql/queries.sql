@@ -11,20 +11,19 @@ floor(extract(epoch FROM started))::bigint AS started,
 floor(extract(epoch FROM finished))::bigint AS finished,
 floor(extract(epoch FROM expire))::bigint AS expire
 
--- insert_tasks: store new waiting tasks (one request's, or a batch of single requests) in one statement and return each as JSON text; those whose idempotency key is taken are left out
-WITH inserted AS (
-    INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, subject, expire)
-    SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
-           t.subject, greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8)
-    FROM jsonb_to_recordset(%(tasks)s::jsonb) AS t(id uuid, type text, args jsonb, max_attempts int, priority int,
-                                                   run_at float8, delay float8, timeout float8, idempotency_key text,
-                                                   subject text)
-    CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => t.delay)) AS start) s
-    ON CONFLICT (idempotency_key, coalesce(subject, '')) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING {task_columns}
-)
--- The response is made of these texts as they are: no decoding and encoding again in Python.
-SELECT id, row_to_json(inserted)::text AS json FROM inserted;
+-- insert_tasks: store new waiting tasks (one request's, or a batch of single requests) in one statement and return the times PostgreSQL set for each (the rest is what was sent); those whose idempotency key is taken are left out
+INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, subject, expire)
+SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
+       t.subject, greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8)
+FROM jsonb_to_recordset(%(tasks)s::jsonb) AS t(id uuid, type text, args jsonb, max_attempts int, priority int,
+                                               run_at float8, delay float8, timeout float8, idempotency_key text,
+                                               subject text)
+CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => t.delay)) AS start) s
+ON CONFLICT (idempotency_key, coalesce(subject, '')) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id::text,
+          floor(extract(epoch FROM created))::bigint AS created,
+          floor(extract(epoch FROM run_at))::bigint AS run_at,
+          floor(extract(epoch FROM expire))::bigint AS expire;
 
 -- get_task: one task by id, if posted without a token or by this token subject
 SELECT {task_columns} FROM tasks WHERE id = %(id)s::uuid AND (subject IS NULL OR subject = %(subject)s::text);
