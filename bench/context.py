@@ -23,6 +23,7 @@ class Sizes:
     janitor_drain_tasks: int  # (f) tasks drained by 2 handlers with and without the janitor
     bloat_tasks: int  # (g) tasks flowing through at bloat_rate
     bloat_live_rows: int  # (g) the live-row baseline
+    repeats: int  # (a), (b), (c): each of their figures in a run is the median of this many measurements
 
     BATCH_SIZE = 100  # PGQueuer's batch_size everywhere; flask-tasks' handlers run with their defaults
     HTTP_BATCH = 1000  # (c) tasks per request
@@ -40,6 +41,7 @@ FULL = Sizes(
     janitor_drain_tasks=20_000,
     bloat_tasks=1_000_000,
     bloat_live_rows=10_000,
+    repeats=3,
 )
 
 QUICK = Sizes(
@@ -53,6 +55,7 @@ QUICK = Sizes(
     janitor_drain_tasks=2_000,
     bloat_tasks=20_000,
     bloat_live_rows=10_000,
+    repeats=1,
 )
 
 

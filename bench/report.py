@@ -244,7 +244,8 @@ def sizes_text(sizes: Sizes) -> str:
         f" bulk enqueue {sizes.bulk_jobs:,} jobs; HTTP bulk {2 * sizes.http_bulk_requests} requests of"
         f" {sizes.HTTP_BATCH:,}; wrk {sizes.wrk_seconds} s; {sizes.latency_samples} latency samples;"
         f" janitor {sizes.janitor_rows:,} rows with a drain of {sizes.janitor_drain_tasks:,};"
-        f" bloat flow {sizes.bloat_tasks:,} tasks at {sizes.BLOAT_RATE:,}/s"
+        f" bloat flow {sizes.bloat_tasks:,} tasks at {sizes.BLOAT_RATE:,}/s;"
+        f" (a), (b) and (c) measured {sizes.repeats} times in each run, their median taken"
     )
 
 
