@@ -256,3 +256,15 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section(f"figures: the fault suite at {sizes} sizes, API fuzzing")
         for name, value in FIGURES:
             terminalreporter.write_line(f"{name}: {value}")
+
+
+def same_as_get(posted: dict, read: dict) -> None:
+    """A POST answer holds what GET reads back: the same fields in the same order, each with the same
+    JSON text (so 5 is not 5.0 and 0 is not false), except args, which PostgreSQL stores as jsonb:
+    equal as JSON values, but its key order and its spelling of numbers may differ."""
+    assert list(posted) == list(read)
+    for field, value in posted.items():
+        if field == "args" or field in read.get("args", {}):  # the legacy form repeats the args
+            assert value == read[field], field
+        else:
+            assert json.dumps(value) == json.dumps(read[field]), field

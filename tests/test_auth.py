@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask_tasks import auth, clients, db
 from flask_tasks.config import ConfigError
 from flask_tasks.web import create_app
-from tests.conftest import query
+from tests.conftest import query, same_as_get
 from tests.test_api import assert_error, count_tasks
 
 MULTIPLY = {"type": "multiply", "args": {"x": 6, "y": 7}}
@@ -327,6 +327,15 @@ def test_tasks_posted_without_a_token_stay_readable_by_id(api, auth_app):
     task_id = api.post("/task/new", json={"type": "add", "args": {"x": 1, "y": 2}}).json["id"]
     assert api.get(f"/task/{task_id}").status_code == 200
     assert api.get(f"/task/{task_id}", headers=bearer(alice)).status_code == 200
+
+
+def test_the_answer_to_a_post_with_a_token_is_the_task_as_get_reads_it(api, auth_app):
+    token = get_token(api, "alice", add_client(auth_app, "alice", "multiply"))
+    single = api.post("/task", json=MULTIPLY, headers=bearer(token))
+    bulk = api.post("/task", json=[MULTIPLY, {"type": "add", "args": {"x": 1, "y": 2}}], headers=bearer(token))
+    assert single.status_code == bulk.status_code == 201
+    for posted in [single.json, *bulk.json]:
+        same_as_get(posted, api.get(f"/task/{posted['id']}", headers=bearer(token)).json)
 
 
 def test_an_unprotected_task_posted_with_a_token_belongs_to_its_subject(api, auth_app):

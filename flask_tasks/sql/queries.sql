@@ -111,7 +111,7 @@ WITH stored AS (
 SELECT true AS stored, id::text, NULL, NULL::jsonb, NULL, NULL::int, NULL::int, NULL::float8 FROM stored
 UNION ALL
 (SELECT false, id, type, args, claim_token, attempts, max_attempts, timeout FROM claimed
- ORDER BY priority DESC, run_at);  -- the update returns rows in key order: run them in the claim's
+ ORDER BY priority DESC, run_at);  -- the update returns rows in key order: sort them as the claim did
 
 -- extend_leases: keep the leases of held tasks alive (heartbeat); returns those asked to stop
 UPDATE tasks SET lease_until = now() + make_interval(secs => %(lease)s::float8)
