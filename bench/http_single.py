@@ -1,11 +1,13 @@
 """(d) Single enqueue over HTTP: `wrk -t2 -c16` POSTing one no-op task per request to /task/new.
 
 Against flask-tasks' web (gunicorn, 2 sync workers), against a bare Flask app
-under the same gunicorn (bench/bare_app.py: parses the body, stores nothing), and
+under the same gunicorn (bench/bare_app.py: parses the body, stores nothing),
 against that bare app plus one plain INSERT with a durable commit (the floor the
-database sets); requests/s of each, and wrk's count of non-2xx answers for ours. Each server gets
-a 1 s warm-up first. Also (h): the peak RSS of a web worker (the larger
-of the two) after the run.
+database sets), and against the same INSERT group-committed (2 workers of 8
+threads, a writer thread per worker storing every waiting request's task in one
+statement and one durable commit: what batching could buy at best); requests/s of
+each, and wrk's count of non-2xx answers for ours. Each server gets a 1 s warm-up
+first. Also (h): the peak RSS of a web worker (the larger of the two) after the run.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def requests_per_second(summary: dict[str, float]) -> float:
 def measure(bench: Bench) -> Figures:
     if shutil.which("wrk") is None:
         bench.note("single enqueue over HTTP: not measured, wrk is not installed (bench/run installs it as root)")
-        return {"http_single_ours": None, "http_single_bare": None, "http_single_bare_insert": None}
+        return dict.fromkeys(("http_single_ours", "http_single_bare", "http_single_bare_insert", "http_single_bare_group"))
     seconds = bench.sizes.wrk_seconds
     figures: Figures = {}
 
@@ -73,10 +75,20 @@ def measure(bench: Bench) -> Figures:
         wrk(port, 1)
         bare_insert = wrk(port, seconds)
     figures["http_single_bare_insert"] = requests_per_second(bare_insert)
+
+    port = free_port()
+    with bench.server.fresh_database() as url, Processes(bench.logdir, "http-bare-group") as procs:
+        create_schema(url)
+        app = ["bench.bare_app:group_app", "-w", "2", "--threads", "8", "-b", f"127.0.0.1:{port}"]
+        ours.start_gunicorn(procs, "bare-group", app, port, server_env(database_url="", BARE_DATABASE_URL=url))
+        wrk(port, 1)
+        bare_group = wrk(port, seconds)
+    figures["http_single_bare_group"] = requests_per_second(bare_group)
     print(
         f"  flask-tasks {figures['http_single_ours']:,.0f} req/s ({summary['non2xx']:.0f} non-2xx);"
         f" bare Flask {figures['http_single_bare']:,.0f} req/s;"
-        f" bare Flask + one INSERT {figures['http_single_bare_insert']:,.0f} req/s",
+        f" bare Flask + one INSERT {figures['http_single_bare_insert']:,.0f} req/s;"
+        f" the same group-committed {figures['http_single_bare_group']:,.0f} req/s",
         flush=True,
     )
     return figures

@@ -44,6 +44,9 @@ METRICS = [
     Metric("http_single_bare_insert", "(d) bare Flask + one INSERT, durable commit, req/s"),
     Metric("http_single_floor_ratio", "(d) ratio bare Flask + one INSERT / bare Flask", 2),
     Metric("http_single_of_floor", "(d) ratio flask-tasks / bare Flask + one INSERT", 2),
+    Metric("http_single_bare_group", "(d) bare Flask + the INSERT group-committed, 8 threads a worker, req/s"),
+    Metric("http_single_group_ratio", "(d) ratio bare Flask + group-committed INSERT / bare Flask", 2),
+    Metric("http_single_of_group", "(d) ratio flask-tasks / bare Flask + group-committed INSERT", 2),
     Metric("http_single_non2xx", "(d) wrk non-2xx answers, flask-tasks"),
     Metric("latency_ours_p50", "(e) latency p50, flask-tasks, ms", 2),
     Metric("latency_ours_p99", "(e) latency p99, flask-tasks, ms", 2),
@@ -79,6 +82,8 @@ def add_ratios(figures: Figures) -> None:
     ratio("http_single_ratio", "http_single_ours", "http_single_bare")
     ratio("http_single_floor_ratio", "http_single_bare_insert", "http_single_bare")
     ratio("http_single_of_floor", "http_single_ours", "http_single_bare_insert")
+    ratio("http_single_group_ratio", "http_single_bare_group", "http_single_bare")
+    ratio("http_single_of_group", "http_single_ours", "http_single_bare_group")
     ratio("janitor_drain_ratio", "janitor_drain_during", "janitor_drain_without")
     ratio("bloat_ratio", "bloat_end_mb", "bloat_baseline_mb")
 
@@ -152,6 +157,15 @@ TARGETS = [
         "bare Flask + one plain INSERT (durable commit), req/s",
         "http_single_bare_insert",
         "http_single_of_floor",
+        "—",
+        lambda figures: None,
+    ),
+    Target(
+        "(d) the same, against batching at best",
+        "http_single_ours",
+        "bare Flask + the INSERT group-committed (2 workers of 8 threads), req/s",
+        "http_single_bare_group",
+        "http_single_of_group",
         "—",
         lambda figures: None,
     ),
