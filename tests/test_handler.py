@@ -182,3 +182,22 @@ def test_handler_claims_only_types_it_knows(conn, settings, registry, names):
     claimed = claim(handler)
     assert [str(row[0]) for row in claimed] == [add_id]
     handler.conn.close()
+
+
+def test_the_claim_keeps_to_the_indexes_after_a_burst_into_an_empty_table(conn, settings, registry):
+    # Idle handlers claim from an empty table first, and their prepared claim settles on a
+    # generic plan made for that table. Without enable_seqscan=off that plan fetched the
+    # claimed rows by scanning the whole table: on PostgreSQL 15, a burst of 100,000 tasks
+    # then drained at 2,400 tasks/s instead of 35,000.
+    handler = Handler(settings, registry)
+    for _ in range(8):
+        assert claim(handler) == []
+    enqueue_many(conn, "record", [{"key": str(i)} for i in range(5000)])
+    prepare, names = db.PREPARED["store_and_claim"]
+    params = {"outcomes": "[]", "keep": 60, "worker": "w", "lease": 30, "types": ["record"], "batch": 1000}
+    placeholders = ", ".join(["%s"] * len(names))
+    plan = query(handler._db(), f"EXPLAIN EXECUTE store_and_claim({placeholders})", [params[n] for n in names])
+    text = "\n".join(line for (line,) in plan)
+    assert "Seq Scan on tasks" not in text, text
+    assert "Index Scan using tasks_claim_idx" in text, text
+    assert len(claim(handler)) == 1000
