@@ -23,6 +23,7 @@ from bench.pg import create_schema
 from bench.procs import Processes, children, free_port, peak_rss_mb, server_env
 
 LUA = Path(__file__).with_name("post_task.lua")
+FIGURE_KEYS = ("http_single_ours", "http_single_bare", "http_single_bare_insert", "http_single_bare_group")
 
 
 def wrk(port: int, seconds: int) -> dict[str, float]:
@@ -42,7 +43,7 @@ def requests_per_second(summary: dict[str, float]) -> float:
 def measure(bench: Bench) -> Figures:
     if shutil.which("wrk") is None:
         bench.note("single enqueue over HTTP: not measured, wrk is not installed (bench/run installs it as root)")
-        return dict.fromkeys(("http_single_ours", "http_single_bare", "http_single_bare_insert", "http_single_bare_group"))
+        return dict.fromkeys(FIGURE_KEYS)
     seconds = bench.sizes.wrk_seconds
     figures: Figures = {}
 
