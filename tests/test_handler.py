@@ -200,4 +200,5 @@ def test_the_claim_keeps_to_the_indexes_after_a_burst_into_an_empty_table(conn, 
     text = "\n".join(line for (line,) in plan)
     assert "Seq Scan on tasks" not in text, text
     assert "Index Scan using tasks_claim_idx" in text, text
+    assert "Tid Scan on tasks" in text, text
     assert len(claim(handler)) == 1000

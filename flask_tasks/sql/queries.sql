@@ -92,14 +92,16 @@ WITH stored AS (
     WHERE t.id = o.id AND t.claim_token = o.token AND t.status = 'running'
     RETURNING t.id
 ), claimed AS (
-    -- = ANY(ARRAY(...)) rather than a join with the locked rows: the update then
-    -- fetches each row through the primary key, where a join hashed the whole table.
+    -- = ANY(ARRAY(...)) rather than a join with the locked rows, where a join hashed the
+    -- whole table; by ctid rather than id, so the update fetches each row where it lies
+    -- instead of descending the primary key for it. The rows are locked by this statement,
+    -- so no other can move them first; a ctid that went stale still matches nothing.
     UPDATE tasks t
     SET status = 'running', worker = %(worker)s::text, claim_token = gen_random_uuid(),
         lease_until = now() + make_interval(secs => %(lease)s::float8), attempts = t.attempts + 1,
         started = now()
-    WHERE t.id = ANY(ARRAY(
-        SELECT id FROM tasks
+    WHERE t.ctid = ANY(ARRAY(
+        SELECT ctid FROM tasks
         WHERE status = 'waiting' AND run_at <= now() AND type = ANY(%(types)s::text[])
         ORDER BY priority DESC, run_at
         LIMIT %(batch)s::int
