@@ -15,12 +15,14 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class TaskInfo:
-    """What a running task may know about itself: `flask_tasks.current_task()`."""
+class TaskInfo(NamedTuple):
+    """What a running task may know about itself: `flask_tasks.current_task()`.
+
+    A NamedTuple rather than a frozen dataclass: a handler makes one per task, and it is three times cheaper.
+    """
 
     id: Any
     type: str
@@ -96,9 +98,12 @@ def _cut(text: str) -> str:
     )
 
 
+DONE_WITHOUT_RESULT = Outcome("done", result="null")
+
+
 def to_json(value: Any) -> Outcome:
-    if value is None:  # most tasks return nothing: spare the encoder
-        return Outcome("done", result="null")
+    if value is None:  # most tasks return nothing: spare the encoder, and making an Outcome
+        return DONE_WITHOUT_RESULT
     try:
         return Outcome("done", result=json.dumps(value, allow_nan=False))
     except Exception as err:  # TypeError, ValueError, RecursionError (too deep) ...

@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import select
+import sys
 import threading
 import time
 from typing import NamedTuple
@@ -36,6 +37,7 @@ QUEUE_SECONDS = 0.05  # claim about this much work ahead of the main thread...
 LONG_TASK = 1.0  # ...and give the rest back when a task runs longer than this, for others to take
 HARD_EXIT = 4.8  # seconds after SIGTERM/SIGINT when a handler exits whatever it is doing (honcho waits 5)
 QUICK = " -c statement_timeout=500"  # for the last writes before that exit
+SWITCH_INTERVAL = 0.0005  # seconds a thread waits for the GIL before asking for it (Python's default: 0.005)
 
 
 class Claimed(NamedTuple):
@@ -97,11 +99,12 @@ class Handler:
         self.conn: psycopg2.extensions.connection | None = None
         self._conn_pid = 0
         self.stopping = StopSignal(self.process)
-        self.lock = threading.Condition()  # guards the four below
+        self.lock = threading.Condition()  # guards the five below
         self.queue: collections.deque[Claimed] = collections.deque()  # claimed, not started
         self.outbox: list[Finished] = []  # finished, not written
         self.held: dict[str, str] = {}  # claim token -> task id: claimed, outcome not written
         self.main_done = False  # the main thread has stopped taking tasks
+        self.awaiting_outcomes = False  # the database thread waits on `lock` for an outcome
         self.current: Claimed | None = None  # the task the main thread runs
         self.current_since = 0.0  # time.monotonic() when it started
         self.task_seconds = 0.001  # moving average of how long a task runs, to size claims
@@ -116,13 +119,19 @@ class Handler:
 
     def run(self) -> int:
         self.stopping.install()
+        # The database thread needs the GIL for a moment after each round trip, while the
+        # main thread keeps it running tasks: by default it then waits up to 5 ms for it.
+        # At 0.5 ms, 2 handlers drained 100,000 tasks about a tenth faster. A thread that
+        # holds the GIL is only asked to give it up when another one is waiting for it.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.runner = InProcessRunner()
         threading.Thread(target=self._database_loop, name="database", daemon=True).start()
         threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
         log.info("%s: ready for task types %s", self.process, ", ".join(self.types))
         while not self.stopping.is_set():
             with self.lock:
-                self.lock.wait_for(lambda: self.queue or self.stopping.is_set(), timeout=0.1)
+                if not self.queue:
+                    self.lock.wait_for(lambda: self.queue or self.stopping.is_set(), timeout=0.1)
                 task = self.queue.popleft() if self.queue and not self.stopping.is_set() else None
             if task is not None:
                 started, self.current_since, self.current = time.time(), time.monotonic(), task
@@ -175,7 +184,8 @@ class Handler:
         finished = Finished(task, status, outcome, delay, started, seconds)
         with self.lock:
             self.outbox.append(finished)
-            self.lock.notify_all()
+            if self.awaiting_outcomes:  # a notify per task costs more than the task when nobody waits
+                self.lock.notify_all()
         if self.idle:
             self._wake()
 
@@ -274,10 +284,12 @@ class Handler:
 
     def _wait_for_outcomes(self, until: float) -> None:
         with self.lock:
+            self.awaiting_outcomes = True
             self.lock.wait_for(
                 lambda: self.outbox or self.main_done or self._wanted(),
                 timeout=max(0.0, min(until - time.monotonic(), 0.1)),
             )
+            self.awaiting_outcomes = False
 
     def _exchange(self, conn: psycopg2.extensions.connection, items: list[Finished], want: int) -> list[Claimed]:
         """Write these outcomes and claim up to `want` tasks, in one statement; queue the claimed ones."""
