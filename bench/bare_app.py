@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import uuid
 
 import psycopg2
 from flask import Flask, Response, jsonify, request
@@ -67,12 +68,17 @@ def insert_task() -> tuple[Response, int]:
 
 
 class GroupWriter:
-    """One writer thread per worker process: each round stores every waiting task in one commit."""
+    """One writer thread per worker process: each round stores every waiting task in one commit.
+
+    Each request names its task's id (a random UUID it makes), so no answer depends on
+    the order in which PostgreSQL returns the inserted rows.
+    """
 
     INSERT = (
-        "INSERT INTO tasks (type, args, expire) SELECT t.type, t.args, now() + interval '1 hour'"
-        " FROM jsonb_to_recordset(%s::jsonb) AS t(type text, args jsonb) RETURNING id::text"
+        "INSERT INTO tasks (id, type, args, expire) SELECT t.id, t.type, t.args, now() + interval '1 hour'"
+        " FROM jsonb_to_recordset(%s::jsonb) AS t(id uuid, type text, args jsonb)"
     )
+    ANSWER_WITHIN = 10.0  # seconds a request waits for its commit before it fails
 
     def __init__(self) -> None:
         self.ready = threading.Condition()
@@ -80,34 +86,40 @@ class GroupWriter:
         self.pid = 0
 
     def store(self, task: dict) -> str:
-        done, answer = threading.Event(), []
+        task = {"id": str(uuid.uuid4()), **task}
+        done, failure = threading.Event(), []
         with self.ready:
             if self.pid != os.getpid():  # started after the fork, once per worker
                 self.pid = os.getpid()
                 threading.Thread(target=self._write, daemon=True).start()
-            self.waiting.append((task, done, answer))
+            self.waiting.append((task, done, failure))
             self.ready.notify()
-        done.wait()
-        if not answer or isinstance(answer[0], Exception):
-            raise RuntimeError(f"the group insert failed: {answer[0] if answer else 'no answer'}")
-        return answer[0]
+        if not done.wait(self.ANSWER_WITHIN):
+            raise RuntimeError("the group insert did not answer in time")
+        if failure:
+            raise RuntimeError(f"the group insert failed: {failure[0]}")
+        return task["id"]
 
     def _write(self) -> None:
-        conn = psycopg2.connect(os.environ["BARE_DATABASE_URL"])
-        conn.autocommit = True
+        conn = None
         while True:
             with self.ready:
                 while not self.waiting:
                     self.ready.wait()
                 batch, self.waiting = self.waiting, []
             try:
-                with conn.cursor() as cur:  # PostgreSQL returns the rows in the order it inserts them: the array's
+                if conn is None:
+                    conn = psycopg2.connect(os.environ["BARE_DATABASE_URL"])
+                    conn.autocommit = True
+                with conn.cursor() as cur:
                     cur.execute(self.INSERT, (json.dumps([task for task, _, _ in batch]),))
-                    results: list = [task_id for (task_id,) in cur.fetchall()]
-            except psycopg2.Error as err:
-                results = [err] * len(batch)
-            for (_, done, answer), result in zip(batch, results, strict=True):
-                answer.append(result)
+            except Exception as err:  # the batch fails; the next one reconnects
+                for _, _, failure in batch:
+                    failure.append(err)
+                if conn is not None:
+                    conn.close()
+                conn = None
+            for _, done, _ in batch:
                 done.set()
 
 

@@ -40,6 +40,29 @@ def requests_per_second(summary: dict[str, float]) -> float:
     return summary["requests"] / (summary["duration_us"] / 1e6)
 
 
+def socket_errors(summary: dict[str, float]) -> float:
+    return sum(summary[k] for k in ("connect", "read", "write", "timeout"))
+
+
+def baseline(bench: Bench, name: str, app: str, options: tuple[str, ...] = ()) -> float | None:
+    """Requests/s of bench/bare_app.py's `app` under 2 gunicorn workers (with a fresh database of
+    its own); None, with a note, if any answer was not a 2xx or wrk saw socket errors."""
+    port = free_port()
+    with bench.server.fresh_database() as url, Processes(bench.logdir, f"http-{app}") as procs:
+        create_schema(url)
+        command = [f"bench.bare_app:{app}", "-w", "2", *options, "-b", f"127.0.0.1:{port}"]
+        ours.start_gunicorn(procs, app, command, port, server_env(database_url="", BARE_DATABASE_URL=url))
+        wrk(port, 1)
+        summary = wrk(port, bench.sizes.wrk_seconds)
+    if summary["non2xx"] or socket_errors(summary):
+        bench.note(
+            f"single enqueue over HTTP: {name} gave {summary['non2xx']:.0f} non-2xx answers and"
+            f" {socket_errors(summary):.0f} socket errors; its figure is left out"
+        )
+        return None
+    return requests_per_second(summary)
+
+
 def measure(bench: Bench) -> Figures:
     if shutil.which("wrk") is None:
         bench.note("single enqueue over HTTP: not measured, wrk is not installed (bench/run installs it as root)")
@@ -56,40 +79,20 @@ def measure(bench: Bench) -> Figures:
         figures["rss_web_worker_mb"] = max(peak_rss_mb(pid) for pid in children(web.pid))
     figures["http_single_ours"] = requests_per_second(summary)
     figures["http_single_non2xx"] = summary["non2xx"]
-    errors = sum(summary[k] for k in ("connect", "read", "write", "timeout"))
+    errors = socket_errors(summary)
     if errors:
         bench.note(f"single enqueue over HTTP: wrk saw {errors:.0f} socket errors against flask-tasks")
 
-    port = free_port()
-    with Processes(bench.logdir, "http-bare") as procs:
-        app = ["bench.bare_app:app", "-w", "2", "-b", f"127.0.0.1:{port}"]
-        ours.start_gunicorn(procs, "bare", app, port, server_env(database_url=""))  # it uses no database
-        wrk(port, 1)
-        bare = wrk(port, seconds)
-    figures["http_single_bare"] = requests_per_second(bare)
-
-    port = free_port()
-    with bench.server.fresh_database() as url, Processes(bench.logdir, "http-bare-insert") as procs:
-        create_schema(url)
-        app = ["bench.bare_app:insert_app", "-w", "2", "-b", f"127.0.0.1:{port}"]
-        ours.start_gunicorn(procs, "bare-insert", app, port, server_env(database_url="", BARE_DATABASE_URL=url))
-        wrk(port, 1)
-        bare_insert = wrk(port, seconds)
-    figures["http_single_bare_insert"] = requests_per_second(bare_insert)
-
-    port = free_port()
-    with bench.server.fresh_database() as url, Processes(bench.logdir, "http-bare-group") as procs:
-        create_schema(url)
-        app = ["bench.bare_app:group_app", "-w", "2", "--threads", "8", "-b", f"127.0.0.1:{port}"]
-        ours.start_gunicorn(procs, "bare-group", app, port, server_env(database_url="", BARE_DATABASE_URL=url))
-        wrk(port, 1)
-        bare_group = wrk(port, seconds)
-    figures["http_single_bare_group"] = requests_per_second(bare_group)
+    figures["http_single_bare"] = baseline(bench, "bare", "app")
+    figures["http_single_bare_insert"] = baseline(bench, "bare Flask + one INSERT", "insert_app")
+    group = ("--threads", "8")
+    figures["http_single_bare_group"] = baseline(bench, "bare Flask + the INSERT group-committed", "group_app", group)
+    shown = {key: "—" if figures[key] is None else f"{figures[key]:,.0f}" for key in FIGURE_KEYS}
     print(
         f"  flask-tasks {figures['http_single_ours']:,.0f} req/s ({summary['non2xx']:.0f} non-2xx);"
-        f" bare Flask {figures['http_single_bare']:,.0f} req/s;"
-        f" bare Flask + one INSERT {figures['http_single_bare_insert']:,.0f} req/s;"
-        f" the same group-committed {figures['http_single_bare_group']:,.0f} req/s",
+        f" bare Flask {shown['http_single_bare']} req/s;"
+        f" bare Flask + one INSERT {shown['http_single_bare_insert']} req/s;"
+        f" the same group-committed {shown['http_single_bare_group']} req/s",
         flush=True,
     )
     return figures

@@ -138,7 +138,7 @@ def _execute(cur: psycopg2.extensions.cursor, name: str, params: dict[str, Any] 
 
 
 # A handler's connection: the claim must walk tasks_claim_idx in order, stop after a
-# batch, and fetch what it locked through the primary key. Two plans broke that:
+# batch, and fetch only the rows it locked (by ctid). Two plans broke that:
 # - before autovacuum has analyzed a table that just grew (a burst of tasks), the
 #   planner could take it for tiny and fetch every waiting task with a bitmap scan,
 #   then sort them: 21 ms instead of 2.6 ms for 30,000 waiting tasks;

@@ -95,7 +95,9 @@ WITH stored AS (
     -- = ANY(ARRAY(...)) rather than a join with the locked rows, where a join hashed the
     -- whole table; by ctid rather than id, so the update fetches each row where it lies
     -- instead of descending the primary key for it. The rows are locked by this statement,
-    -- so no other can move them first; a ctid that went stale still matches nothing.
+    -- so no other can move them first. A row another transaction changed after this
+    -- statement's snapshot (and left waiting) is locked but not updated: it stays
+    -- waiting for the next claim, and no ctid ever reaches a row that was not locked.
     UPDATE tasks t
     SET status = 'running', worker = %(worker)s::text, claim_token = gen_random_uuid(),
         lease_until = now() + make_interval(secs => %(lease)s::float8), attempts = t.attempts + 1,
