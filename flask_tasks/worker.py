@@ -317,21 +317,22 @@ class Handler:
             if not (self.main_done or self.stopping.is_set()):  # else they are released with the rest
                 self.queue.extend(claimed)
                 self.lock.notify_all()
-        written = {row[1] for row in rows if row[0]}
-        self._done(items, written)
+        fenced_off = {row[1] for row in rows if row[0]}
+        self._done(items, fenced_off)
         return claimed
 
-    def _done(self, items: list[Finished], written: set[str]) -> None:
-        """Forget the written tasks and log one line for each."""
+    def _done(self, items: list[Finished], fenced_off: set[str]) -> None:
+        """Forget these tasks (written, or fenced off) and log one line for each."""
         if not items:
             return
         with self.lock:
             for item in items:
                 self.held.pop(item.task.token, None)
                 self.cancelled.discard(item.task.token)
+        taken_over = " (not stored: its claim was taken over)"
         lines = [
             f"{self.process}: task {item.task.id} ({item.task.type}, attempt {item.task.attempt}) {item.status} "
-            f"in {item.seconds:.3f} s" + ("" if item.task.id in written else " (not stored: its claim was taken over)")
+            f"in {item.seconds:.3f} s" + (taken_over if item.task.id in fenced_off else "")
             for item in items
         ]
         log.info("%s", "\n".join(lines))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 
@@ -138,18 +139,24 @@ def test_sigterm_during_a_long_task_releases_it_after_the_grace_period(conn, pro
     assert "releasing it and exiting" in processes.output(handler)
 
 
-def test_a_completion_whose_claim_was_taken_over_is_not_written(conn, settings, registry):
-    task_id = enqueue(conn, "add", {"x": 1, "y": 2})
+def test_a_completion_whose_claim_was_taken_over_is_not_written(conn, settings, registry, caplog):
+    caplog.set_level(logging.INFO, logger="flask_tasks.handler")
+    kept_id, task_id = enqueue(conn, "add", {"x": 2, "y": 2}), enqueue(conn, "add", {"x": 1, "y": 2})
     handler = Handler(settings, registry)
-    [claimed] = claim(handler)
+    kept, claimed = sorted(claim(handler), key=lambda task: task.id != kept_id)
     assert str(claimed.id) == task_id
     # Another handler rescued and re-claimed it meanwhile: the claim token changed.
     query(conn, "UPDATE tasks SET claim_token = gen_random_uuid(), worker = 'other' WHERE id = %s", (task_id,))
     finished = Finished(claimed, "done", Outcome("done", result="3"), 0.0, 0.0, 0.0)
-    handler._exchange(handler.conn, [finished], 0)
-    assert claimed.token not in handler.held
+    also_finished = Finished(kept, "done", Outcome("done", result="4"), 0.0, 0.0, 0.0)
+    handler._exchange(handler.conn, [finished, also_finished], 0)
+    assert claimed.token not in handler.held and kept.token not in handler.held
     row = task_row(conn, task_id)
     assert row["status"] == "running" and row["result"] is None and row["worker"] == "other"
+    assert task_row(conn, kept_id)["result"] == 4
+    lines = {line.split(" task ")[1].split()[0]: line for line in caplog.text.splitlines() if " task " in line}
+    assert lines[task_id].endswith("(not stored: its claim was taken over)")
+    assert lines[kept_id].endswith("done in 0.000 s")
     handler.conn.close()
 
 

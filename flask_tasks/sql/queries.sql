@@ -76,8 +76,11 @@ DELETE FROM token_failures WHERE client_id = %(client_id)s;
 -- delete_old_token_failures: forget failures older than a day
 DELETE FROM token_failures WHERE last_failure < now() - interval '1 day';
 
--- store_and_claim: in one round trip, write finished attempts (each only if its claim is still ours: fencing) and claim up to `batch` due tasks of the given types, highest priority first, marking them running
-WITH stored AS (
+-- store_and_claim: in one round trip, write finished attempts (each only if its claim is still ours: fencing) and claim up to `batch` due tasks of the given types, highest priority first, marking them running; returns the claimed tasks and the ids of the outcomes fenced off
+WITH o AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb)
+        AS o(id uuid, token uuid, status text, result jsonb, error jsonb, delay float8, started float8)
+), stored AS (
     UPDATE tasks t
     SET status = CASE WHEN o.status = 'waiting' AND t.cancel_requested THEN 'cancelled' ELSE o.status END,
         result = o.result,
@@ -87,8 +90,7 @@ WITH stored AS (
         run_at = CASE WHEN o.status = 'waiting' THEN now() + make_interval(secs => o.delay) ELSE t.run_at END,
         expire = greatest(t.expire, now() + make_interval(secs => %(keep)s::float8)),
         claim_token = NULL, lease_until = NULL
-    FROM jsonb_to_recordset(%(outcomes)s::jsonb)
-         AS o(id uuid, token uuid, status text, result jsonb, error jsonb, delay float8, started float8)
+    FROM o
     WHERE t.id = o.id AND t.claim_token = o.token AND t.status = 'running'
     RETURNING t.id
 ), claimed AS (
@@ -112,7 +114,9 @@ WITH stored AS (
     RETURNING t.id::text, t.type, t.args, t.claim_token::text, t.attempts, t.max_attempts, t.timeout,
               t.priority, t.run_at
 )
-SELECT true AS stored, id::text, NULL, NULL::jsonb, NULL, NULL::int, NULL::int, NULL::float8 FROM stored
+-- Only the outcomes not stored come back (rarely any): sending back every stored id cost more.
+SELECT true AS fenced_off, o.id::text, NULL, NULL::jsonb, NULL, NULL::int, NULL::int, NULL::float8
+FROM o WHERE o.id NOT IN (SELECT id FROM stored)
 UNION ALL
 (SELECT false, id, type, args, claim_token, attempts, max_attempts, timeout FROM claimed
  ORDER BY priority DESC, run_at);  -- the update returns rows in key order: sort them as the claim did
