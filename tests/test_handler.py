@@ -200,7 +200,7 @@ def test_the_claim_keeps_to_the_indexes_after_a_burst_into_an_empty_table(conn, 
     for _ in range(8):
         assert claim(handler) == []
     enqueue_many(conn, "record", [{"key": str(i)} for i in range(5000)])
-    prepare, names = db.PREPARED["store_and_claim"]
+    _, names = db.PREPARED["store_and_claim"]
     params = {"outcomes": "[]", "keep": 60, "worker": "w", "lease": 30, "types": ["record"], "batch": 1000}
     placeholders = ", ".join(["%s"] * len(names))
     plan = query(handler._db(), f"EXPLAIN EXECUTE store_and_claim({placeholders})", [params[n] for n in names])
