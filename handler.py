@@ -1,6 +1,10 @@
-"""A handler process: `python handler.py`. Start as many as you like."""
+"""A handler process: `python handler.py`. Start as many as you like.
 
-from flask_tasks.worker import main
+`--tasks add,prime` claims only those task types, `--exclude-tasks mov3d` all but those
+(instead of HANDLER_TASKS / HANDLER_EXCLUDE_TASKS); `--help` for more.
+"""
+
+from flask_tasks.handler import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

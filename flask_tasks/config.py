@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from dotenv import load_dotenv
+
+from flask_tasks import webhooks
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -32,6 +36,21 @@ def _number(name: str, default: float, kind: type, minimum: float, maximum: floa
         limit = f"at least {minimum}" if maximum == math.inf else f"between {minimum} and {maximum}"
         raise ConfigError(f"{name}={raw!r} must be {limit}")
     return value
+
+
+def comma_list(text: str) -> list[str]:
+    """A comma-separated list: items stripped, empty ones dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _module_names(name: str, default: str) -> str:
+    """Comma-separated module names, normalised to "a,b"; ConfigError for one that cannot be a module."""
+    raw = os.environ.get(name, "")
+    modules = comma_list(raw) or [default]
+    for module in modules:
+        if not all(part.isidentifier() for part in module.split(".")):
+            raise ConfigError(f"{name}={raw.strip()!r}: {module!r} is not a module name")
+    return ",".join(modules)
 
 
 def _boolean(name: str, default: bool) -> bool:
@@ -68,7 +87,9 @@ class Settings:
     shutdown_grace: float
     janitor_interval: float
     janitor_batch: int
-    tasks_module: str
+    tasks_module: str  # comma-separated module names, as TASKS_MODULE gives them
+    handler_tasks: list[str]  # the task types a handler claims; empty: all but handler_exclude_tasks
+    handler_exclude_tasks: list[str]  # the task types a handler does not claim
     default_task_type: str
     log_level: str
     jwt_private_pem: str | None  # the key that signs tokens at POST /token
@@ -80,6 +101,66 @@ class Settings:
     args_max_depth: int
     args_max_bytes: int
     max_result_bytes: int
+    webhook_secret: bytes | None  # signs deliveries to notify_url (WEBHOOK_SECRET, whsec_ + base64)
+    notify_allow_private: bool  # notify_url may be a loopback or private address (development, tests)
+    webhook_backoff: float  # seconds before the first retry of a delivery, doubling
+    webhook_max_attempts: int
+    webhook_timeout: float  # seconds one delivery attempt may take
+    webhook_concurrency: int  # deliveries a handler makes at once
+    peers: dict[str, Peer]  # peer servers that tasks may be sent to, by name
+    public_url: str | None  # this server's base URL as its peers reach it (their callbacks come there)
+    peer_check_interval: float  # seconds after sending a task to a peer before asking it, if no callback came
+
+    @property
+    def tasks_modules(self) -> list[str]:
+        return self.tasks_module.split(",")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another flask-tasks server: where it is, how to get a token there, and the secret its callbacks carry."""
+
+    name: str
+    url: str  # its base URL, e.g. https://b.example.com
+    client_id: str
+    client_secret: str
+    webhook_secret: bytes  # that server's WEBHOOK_SECRET: it signs the callbacks it sends here
+
+
+def _secret(name: str) -> bytes | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return webhooks.parse_secret(raw)
+    except ValueError as err:
+        raise ConfigError(f"{name}: {err}") from None
+
+
+def _peers() -> dict[str, Peer]:
+    """PEERS: a JSON object, name -> {"url", "client_id", "client_secret", "webhook_secret"}."""
+    raw = os.environ.get("PEERS", "").strip()
+    if not raw:
+        return {}
+    try:
+        given = json.loads(raw)
+    except ValueError as err:
+        raise ConfigError(f"PEERS is not valid JSON: {err}") from None
+    if not isinstance(given, dict):
+        raise ConfigError('PEERS must be a JSON object: {"name": {"url": ..., "client_id": ..., ...}}')
+    peers = {}
+    fields = ("url", "client_id", "client_secret", "webhook_secret")
+    for name, peer in given.items():
+        if not isinstance(peer, dict) or set(peer) != set(fields) or not all(isinstance(v, str) for v in peer.values()):
+            raise ConfigError(f"PEERS[{name}] must be an object of strings with exactly {', '.join(fields)}")
+        if not peer["url"].startswith(("http://", "https://")):
+            raise ConfigError(f"PEERS[{name}].url must start with http:// or https://")
+        try:
+            secret = webhooks.parse_secret(peer["webhook_secret"])
+        except ValueError as err:
+            raise ConfigError(f"PEERS[{name}].webhook_secret: {err}") from None
+        peers[name] = Peer(name, peer["url"].rstrip("/"), peer["client_id"], peer["client_secret"], secret)
+    return peers
 
 
 def _pem(variable: str, files_variable: str) -> str | None:
@@ -114,6 +195,16 @@ def load_settings() -> Settings:
         raise ConfigError(f"LOG_LEVEL={level!r} must be DEBUG, INFO, WARNING or ERROR")
     # A browser's Origin has no path or trailing slash: https://app.example.com/ would never match.
     frontend = [o.strip().rstrip("/") for o in env("FRONTEND_URL", "*").split(",") if o.strip().rstrip("/")]
+    handler_tasks = comma_list(env("HANDLER_TASKS", ""))
+    handler_exclude = comma_list(env("HANDLER_EXCLUDE_TASKS", ""))
+    if handler_tasks and handler_exclude:
+        raise ConfigError("set HANDLER_TASKS or HANDLER_EXCLUDE_TASKS, not both")
+    public_url = env("PUBLIC_URL", "").strip().rstrip("/") or None
+    peers = _peers()
+    if peers and public_url is None:
+        raise ConfigError("PEERS needs PUBLIC_URL: this server's base URL, where its peers send their callbacks")
+    if public_url is not None and not public_url.startswith(("http://", "https://")):
+        raise ConfigError("PUBLIC_URL must start with http:// or https://")
     return Settings(
         database_url=url,
         embedded_dir=Path(env("EMBEDDED_PG_DIR", "").strip() or PROJECT_DIR / ".pgdata"),
@@ -136,7 +227,9 @@ def load_settings() -> Settings:
         shutdown_grace=_number("SHUTDOWN_GRACE", 3.0, float, 0.0),
         janitor_interval=_number("JANITOR_INTERVAL", 10.0, float, 0.01),
         janitor_batch=int(_number("JANITOR_BATCH", 1000, int, 1)),
-        tasks_module=env("TASKS_MODULE", "tasks").strip() or "tasks",
+        tasks_module=_module_names("TASKS_MODULE", "tasks"),
+        handler_tasks=handler_tasks,
+        handler_exclude_tasks=handler_exclude,
         default_task_type=env("DEFAULT_TASK_TYPE", "echo").strip() or "echo",
         log_level=level,
         jwt_private_pem=_pem("JWT_PRIVATE_PEM", "JWT_PRIVATE_KEY_FILE"),
@@ -148,6 +241,15 @@ def load_settings() -> Settings:
         args_max_depth=int(_number("ARGS_MAX_DEPTH", 32, int, 1, 1000)),
         args_max_bytes=int(_number("ARGS_MAX_BYTES", 256 * 1024, int, 2)),
         max_result_bytes=int(_number("MAX_RESULT_BYTES", 1024 * 1024, int, 4)),
+        webhook_secret=_secret("WEBHOOK_SECRET"),
+        notify_allow_private=_boolean("NOTIFY_ALLOW_PRIVATE", False),
+        webhook_backoff=_number("WEBHOOK_BACKOFF", 30.0, float, 0.0),
+        webhook_max_attempts=int(_number("WEBHOOK_MAX_ATTEMPTS", 8, int, 1, 100)),
+        webhook_timeout=_number("WEBHOOK_TIMEOUT", 10.0, float, 0.1, 300),
+        webhook_concurrency=int(_number("WEBHOOK_CONCURRENCY", 8, int, 1, 256)),
+        peers=peers,
+        public_url=public_url,
+        peer_check_interval=_number("PEER_CHECK_INTERVAL", 60.0, float, 0.1),
     )
 
 
@@ -156,5 +258,10 @@ def settings_or_exit() -> Settings:
     try:
         return load_settings()
     except ConfigError as err:
-        print(f"flask-tasks: configuration error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with(err)
+
+
+def exit_with(err: ConfigError) -> NoReturn:
+    """End a process for a bad setting: one line on stderr, exit code 2."""
+    print(f"flask-tasks: configuration error: {err}", file=sys.stderr)
+    raise SystemExit(2) from None

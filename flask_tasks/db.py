@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import threading
 import warnings
@@ -218,3 +219,8 @@ def run_dicts(conn: psycopg2.extensions.connection, name: str, params: dict[str,
         _execute(cur, name, params)
         names = [column.name for column in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def retry_delay(attempt: int, first: float, longest: float = 3600.0) -> float:
+    """Exponential backoff with jitter: about first, 2 first, 4 first... (at most `longest`), give or take 25%."""
+    return min(first * 2 ** min(attempt - 1, 40), longest) * random.uniform(0.75, 1.25)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -18,8 +20,10 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from flask_tasks import db
-from flask_tasks.config import Settings
+from flask_tasks.config import ConfigError, Settings, comma_list, exit_with
+from flask_tasks.delivery import Deliverer
 from flask_tasks.execution import CANCELLED, InProcessRunner, Outcome, TaskInfo, error_of, run_isolated, running
+from flask_tasks.peers import PeerLink
 from flask_tasks.registry import Registry
 from flask_tasks.startup import start_process
 from flask_tasks.stopping import StopSignal, one_line
@@ -61,6 +65,26 @@ class Finished(NamedTuple):
     seconds: float  # how long it ran
 
 
+def served_types(registry: Registry, only: list[str], exclude: list[str]) -> list[str]:
+    """The task types a handler claims: every registered one, only `only`, or all but `exclude`.
+
+    ConfigError for a name the registry does not know (a typo would otherwise leave
+    that type's tasks waiting forever without a word), or for excluding every type.
+    """
+    known = registry.names()
+    for setting, given in (("HANDLER_TASKS (--tasks)", only), ("HANDLER_EXCLUDE_TASKS (--exclude-tasks)", exclude)):
+        unknown = [name for name in given if name not in known]
+        if unknown:
+            listed = ", ".join(f"[{name}]" for name in unknown)
+            raise ConfigError(f"{setting} names unknown task types {listed}; the known types: {', '.join(known)}")
+    if only:
+        return [name for name in known if name in only]
+    types = [name for name in known if name not in exclude]
+    if exclude and not types:
+        raise ConfigError("HANDLER_EXCLUDE_TASKS (--exclude-tasks) excludes every task type")
+    return types
+
+
 def retry_delay(attempt: int, first: float) -> float:
     """Exponential backoff with jitter: about first, 2 first, 4 first... give or take 25%."""
     return min(first * 2 ** min(attempt - 1, 40), LONGEST_BACKOFF) * random.uniform(0.75, 1.25)
@@ -95,7 +119,7 @@ class Handler:
         self.settings = settings
         self.registry = registry
         self.process = f"handler {settings.worker_name}"
-        self.types = registry.names()
+        self.types = served_types(registry, settings.handler_tasks, settings.handler_exclude_tasks)
         self.conn: psycopg2.extensions.connection | None = None
         self._conn_pid = 0
         self.stopping = StopSignal(self.process)
@@ -113,6 +137,8 @@ class Handler:
         self.wake_read, self.wake_write = os.pipe()  # wakes the database thread from select()
         self.idle = False  # the database thread sleeps in select()
         self.runner: InProcessRunner | None = None
+        self.deliverer = Deliverer(settings, self.process, self.stopping.event)
+        self.peer_link = PeerLink(settings, self.process, self.stopping.event)
         self.last_rescue = 0.0
 
     # -- the main thread ---------------------------------------------------------
@@ -126,8 +152,15 @@ class Handler:
         sys.setswitchinterval(SWITCH_INTERVAL)
         self.runner = InProcessRunner()
         threading.Thread(target=self._database_loop, name="database", daemon=True).start()
+        self.deliverer.start()
+        self.peer_link.start()
         threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
         log.info("%s: ready for task types %s", self.process, ", ".join(self.types))
+        skipped = [name for name in self.registry.names() if name not in self.types]
+        if skipped:  # say so: tasks of these types wait for another handler
+            log.info(
+                "%s: will NOT run task types %s: their tasks wait for another handler", self.process, ", ".join(skipped)
+            )
         while not self.stopping.is_set():
             with self.lock:
                 if not self.queue:
@@ -318,6 +351,8 @@ class Handler:
                 self.queue.extend(claimed)
                 self.lock.notify_all()
         fenced_off = {row[1] for row in rows if row[0]}
+        if items:
+            self.deliverer.poke()  # a finished task may have a notify_url
         self._done(items, fenced_off)
         return claimed
 
@@ -410,6 +445,40 @@ class Handler:
         os._exit(0)
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="handler.py",
+        description="A handler: claims due tasks, runs them and stores their outcome. "
+        "Settings come from the environment and .env.",
+    )
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--tasks", metavar="TYPES", help="claim only these task types, comma-separated (instead of HANDLER_TASKS)"
+    )
+    choice.add_argument(
+        "--exclude-tasks",
+        metavar="TYPES",
+        help="claim every task type but these, comma-separated (instead of HANDLER_EXCLUDE_TASKS)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)  # first, so that --help needs no settings
     settings, registry = start_process()
-    return Handler(settings, registry).run()
+    try:
+        if args.tasks is not None or args.exclude_tasks is not None:
+            # A flag replaces both variables: with HANDLER_EXCLUDE_TASKS=mov3d in a .env that
+            # all handlers share, `python handler.py --tasks mov3d` still runs mov3d.
+            flag, given = ("--tasks", args.tasks) if args.tasks is not None else ("--exclude-tasks", args.exclude_tasks)
+            if not comma_list(given):
+                raise ConfigError(f"{flag} {given!r} names no task type")
+            settings = dataclasses.replace(
+                settings,
+                handler_tasks=comma_list(args.tasks or ""),
+                handler_exclude_tasks=comma_list(args.exclude_tasks or ""),
+            )
+        handler = Handler(settings, registry)
+    except ConfigError as err:
+        exit_with(err)
+    return handler.run()

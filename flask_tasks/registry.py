@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.metadata
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+# Installed distributions add task types by declaring an entry point in this group:
+# its value is a module whose @task functions register when it is imported.
+ENTRY_POINT_GROUP = "flask_tasks.taskpacks"
+
 
 class DuplicateTaskError(ValueError):
-    """Two task functions claim the same name."""
+    """Two task functions claim the same name; the message names where each was defined."""
+
+
+class TaskLoadError(Exception):
+    """A task module or taskpack could not be imported; the message names it and the cause."""
 
 
 class TaskArgsError(ValueError):
@@ -30,6 +40,25 @@ def type_name(annotation: Any) -> str:
 
 
 @dataclass(frozen=True)
+class Source:
+    """Where a task type was defined: the function's module, and the taskpack that installed it, if any."""
+
+    module: str
+    pack: str | None = None  # the distribution's name
+    version: str | None = None  # the distribution's version
+
+    def __str__(self) -> str:
+        if self.pack is None:
+            return f"module {self.module}"
+        return f"pack {self.pack} {self.version} ({self.module})"
+
+    def describe(self) -> dict[str, str]:
+        if self.pack is None:
+            return {"module": self.module}
+        return {"pack": self.pack, "version": self.version or "", "module": self.module}
+
+
+@dataclass(frozen=True)
 class TaskType:
     name: str
     func: Callable[..., Any]
@@ -41,6 +70,7 @@ class TaskType:
     isolated: bool = False  # run each attempt in a child process
     memory_limit_mb: int | None = None  # address-space limit of that child
     protected: bool = False  # posting it needs a JWT that allows it
+    source: Source | None = None  # set by the registry
 
     def validate(self, args: dict[str, Any]) -> dict[str, Any]:
         """The arguments with defaults filled in, or TaskArgsError with the first problem."""
@@ -70,7 +100,8 @@ class TaskType:
                 entry["default"] = field.default
             args[name] = entry
         options = {"max_attempts": self.max_attempts, "timeout": self.timeout, "isolated": self.isolated}
-        options["require_authorization"] = self.protected
+        # "protected" is our word; "require_authorization" is the same, as flask-tasks v2 named it.
+        options["protected"] = options["require_authorization"] = self.protected
         if self.isolated:
             options["memory_limit_mb"] = self.memory_limit_mb
         return {
@@ -78,6 +109,7 @@ class TaskType:
             "args": args,
             "json_schema": self.model.model_json_schema(),
             **options,
+            "source": self.source.describe() if self.source is not None else None,
         }
 
 
@@ -101,6 +133,16 @@ class Registry:
 
     def __init__(self) -> None:
         self._types: dict[str, TaskType] = {}
+        self._pack: tuple[str, str] | None = None  # (name, version) of the taskpack being imported
+
+    @contextlib.contextmanager
+    def loading_pack(self, name: str, version: str) -> Iterator[None]:
+        """Within this block, task types registered are recorded as coming from this taskpack."""
+        previous, self._pack = self._pack, (name, version)
+        try:
+            yield
+        finally:
+            self._pack = previous
 
     def task(
         self,
@@ -128,12 +170,18 @@ class Registry:
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             task_name = name or f.__name__
+            # The function's own module, not the one being loaded: a TASKS_MODULE may import
+            # its tasks from other modules (tests.sidefx_tasks does `from tasks import *`).
+            source = Source(getattr(f, "__module__", None) or "?", *(self._pack or (None, None)))
             if task_name in self._types:
-                raise DuplicateTaskError(f"task type [{task_name}] is already registered")
+                first = self._types[task_name].source
+                where = f"in {source}" if first == source else f"by {first} and by {source}"
+                raise DuplicateTaskError(f"task type [{task_name}] is defined twice: {where}")
             doc = inspect.getdoc(f) or ""
             options = {"max_attempts": max_attempts, "timeout": timeout, "retry_backoff": retry_backoff}
             options |= {"isolated": isolated, "memory_limit_mb": memory_limit_mb, "protected": protected}
-            self._types[task_name] = TaskType(task_name, f, _args_model(f), doc.split("\n\n")[0], **options)
+            description = doc.split("\n\n")[0]
+            self._types[task_name] = TaskType(task_name, f, _args_model(f), description, **options, source=source)
             return f
 
         return register(func) if func is not None else register
@@ -155,7 +203,45 @@ registry = Registry()
 task = registry.task
 
 
-def load_tasks(module_name: str) -> Registry:
-    """Import the user's task module (which registers its tasks) and return the registry."""
-    importlib.import_module(module_name)
+def taskpacks() -> list[importlib.metadata.EntryPoint]:
+    """The entry points of installed taskpacks, in a fixed order (by distribution, then entry point name).
+
+    importlib.metadata lists a distribution found twice on sys.path only once (the first found).
+    """
+    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return sorted(found, key=lambda ep: (_pack_of(ep), ep.name))
+
+
+def _pack_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
+    """(name, version) of the distribution that declares this entry point."""
+    if ep.dist is None:  # not from an installed distribution: only EntryPoint(...) built by hand
+        return ep.name, "?"
+    return ep.dist.name or ep.name, ep.dist.version or "?"
+
+
+def load_tasks(modules: str | Iterable[str], *, packs: bool = True) -> Registry:
+    """Import the task modules (a name or comma-separated names), then every installed taskpack.
+
+    Their @task decorators register into `registry`, which is returned. A module or pack that
+    fails to import raises TaskLoadError naming it; a type defined twice raises DuplicateTaskError.
+    A module already imported is not imported again, so calling this twice registers nothing new.
+    """
+    names = [m.strip() for m in modules.split(",")] if isinstance(modules, str) else list(modules)
+    for name in filter(None, names):
+        try:
+            importlib.import_module(name)
+        except DuplicateTaskError:
+            raise  # its message already names both sources
+        except Exception as err:
+            raise TaskLoadError(f"cannot load TASKS_MODULE={name}: {err}") from err
+    if packs:
+        for ep in taskpacks():
+            pack, version = _pack_of(ep)
+            with registry.loading_pack(pack, version):
+                try:
+                    ep.load()
+                except DuplicateTaskError:
+                    raise
+                except Exception as err:
+                    raise TaskLoadError(f"cannot load taskpack {pack} {version} ({ep.value}): {err}") from err
     return registry

@@ -199,7 +199,7 @@ def processes(base_env: dict[str, str], tmp_path: Path) -> Iterator[Processes]:
 
 def enqueue(conn: psycopg2.extensions.connection, type_name: str, args: dict | None = None, **options: object) -> str:
     """Create a task as POST /task would (same checks, same statement) and return its id."""
-    from flask_tasks.web import new_ids, parse_new_task, task_row
+    from flask_tasks.enqueue import new_ids, parse_new_task, task_row
 
     settings = load_settings()
     new = parse_new_task({"type": type_name, "args": args or {}, **options}, load_tasks(TEST_TASKS), settings, None)
@@ -233,6 +233,66 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+# -- deliveries and peers -------------------------------------------------------------------
+
+# Deliveries as fast as a test wants them, to loopback.
+NOTIFY_ENV = {"NOTIFY_ALLOW_PRIVATE": "true", "WEBHOOK_BACKOFF": "0.2", "WEBHOOK_TIMEOUT": "1"}
+
+
+@pytest.fixture
+def webhook_secret() -> str:
+    from flask_tasks.webhooks import generate_secret
+
+    return generate_secret()
+
+
+@pytest.fixture
+def notify_env(webhook_secret: str) -> dict[str, str]:
+    """Settings for a server (web and handlers) that delivers to loopback receivers quickly."""
+    return {"WEBHOOK_SECRET": webhook_secret, **NOTIFY_ENV}
+
+
+@pytest.fixture
+def notify_client(base_env, notify_env, registry, monkeypatch):
+    """A test client of a server with a webhook secret that may call loopback."""
+    from tests.helpers import app_with
+
+    return app_with(monkeypatch, {**base_env, **notify_env}, registry).test_client()
+
+
+@pytest.fixture
+def other_database_url(server_url: str, template_url: str):
+    """A second fresh database, for the peer server."""
+    name = f"flask_tasks_peer_{uuid.uuid4().hex[:12]}"
+    admin = admin_connect(server_url)
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{urlsplit(template_url).path.lstrip("/")}"')
+    yield with_database(server_url, name)
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture
+def pair(other_database_url, processes, database_url):
+    """Server A, whose PEERS names server B (a client `a` there); nothing started yet: see helpers.Pair."""
+    from flask_tasks.webhooks import generate_secret
+    from tests.helpers import Pair, add_client, free_port, private_pem
+
+    # The other database first: it is dropped after the processes that use it have stopped.
+    port_a, port_b = free_port(), free_port()
+    secret_a, secret_b = generate_secret(), generate_secret()
+    common = {"NOTIFY_ALLOW_PRIVATE": "true", "WEBHOOK_BACKOFF": "0.2", "RETRY_BACKOFF": "0.2", "GUNICORN_WORKERS": "1"}
+    env_b = {**processes.env, **common, "DATABASE_URL": other_database_url, "WEBHOOK_SECRET": secret_b}
+    env_b["JWT_PRIVATE_PEM"] = private_pem()
+    client_secret = add_client(env_b, "a")
+    peers = {"b": {"url": f"http://127.0.0.1:{port_b}", "client_id": "a", "client_secret": client_secret}}
+    peers["b"]["webhook_secret"] = secret_b
+    env_a = {**processes.env, **common, "DATABASE_URL": database_url, "WEBHOOK_SECRET": secret_a}
+    env_a |= {"PEERS": json.dumps(peers), "PUBLIC_URL": f"http://127.0.0.1:{port_a}"}
+    return Pair(processes, env_a, env_b, port_a, port_b)
 
 
 # -- figures: printed at the end of the run -----------------------------------------------

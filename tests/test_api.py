@@ -279,7 +279,7 @@ def test_type_not_a_string_is_400(client, conn, type_value):
 
 def test_unknown_top_level_field_is_400(client, conn):
     body = {"type": "add", "args": {"x": 1, "y": 2}, "colour": 5}
-    fields = "type, args, priority, run_at, delay, max_attempts, timeout, idempotency_key"
+    fields = "type, args, priority, run_at, delay, max_attempts, timeout, idempotency_key, notify_url, peer"
     message = f"the field [colour] is not known; a task request has {fields}."
     assert_rejected(client, conn, body, 400, message)
 

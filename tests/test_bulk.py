@@ -93,7 +93,7 @@ def test_a_reused_idempotency_key_with_another_task_is_409(client, conn):
 def test_bulk_ids_are_random_version_4_uuids():
     import uuid
 
-    from flask_tasks.web import new_ids
+    from flask_tasks.enqueue import new_ids
 
     ids = new_ids(1000)
     assert len(set(ids)) == 1000

@@ -10,7 +10,7 @@ import pytest
 
 from flask_tasks import db
 from flask_tasks.execution import Outcome
-from flask_tasks.worker import Finished, Handler
+from flask_tasks.handler import Finished, Handler
 from tests.conftest import claim, enqueue, enqueue_many, query, wait_for
 
 

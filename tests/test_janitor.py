@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 
-from flask_tasks.cleaner import Janitor
+from flask_tasks.janitor import Janitor
 from tests.conftest import query, wait_for
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import pytest
 from pydantic import Field
 
-from flask_tasks.registry import DuplicateTaskError, Registry, TaskArgsError, TaskType, type_name
+from flask_tasks.registry import DuplicateTaskError, Registry, Source, TaskArgsError, TaskType, type_name
 
 
 def register(func) -> TaskType:
@@ -328,3 +328,50 @@ def test_describe_lists_types_by_name():
 )
 def test_type_name(annotation, name):
     assert type_name(annotation) == name
+
+
+# -- sources --------------------------------------------------------------------------
+
+
+def test_a_type_records_the_module_of_its_function():
+    def job() -> None:
+        pass
+
+    assert register(job).source == Source(__name__)
+    assert str(Source(__name__)) == f"module {__name__}"
+    assert Source(__name__).describe() == {"module": __name__}
+
+
+def test_types_registered_while_loading_a_pack_record_the_pack():
+    reg = Registry()
+    with reg.loading_pack("some-pack", "1.2.3"):
+        reg.task(lambda: None, name="packed")
+    reg.task(lambda: None, name="plain")
+    packed = Source(__name__, "some-pack", "1.2.3")
+    assert reg.get("packed").source == packed
+    assert reg.get("plain").source == Source(__name__)
+    assert str(packed) == f"pack some-pack 1.2.3 ({__name__})"
+    assert reg.describe()["packed"]["source"] == {"pack": "some-pack", "version": "1.2.3", "module": __name__}
+    assert reg.describe()["plain"]["source"] == {"module": __name__}
+
+
+def test_a_duplicate_names_both_sources():
+    reg = Registry()
+    reg.task(lambda: None, name="job")
+    with pytest.raises(DuplicateTaskError) as err, reg.loading_pack("other-pack", "0.1"):
+        reg.task(lambda: None, name="job")
+    assert (
+        str(err.value)
+        == f"task type [job] is defined twice: by module {__name__} and by pack other-pack 0.1 ({__name__})"
+    )
+    with pytest.raises(DuplicateTaskError) as err:
+        reg.task(lambda: None, name="job")
+    assert str(err.value) == f"task type [job] is defined twice: in module {__name__}"
+
+
+def test_loading_pack_ends_with_its_block_even_on_an_error():
+    reg = Registry()
+    with pytest.raises(RuntimeError), reg.loading_pack("broken-pack", "1"):
+        raise RuntimeError("the pack failed to import")
+    reg.task(lambda: None, name="after")
+    assert reg.get("after").source == Source(__name__)

@@ -9,7 +9,7 @@ import pytest
 
 from flask_tasks import db
 from flask_tasks.execution import InProcessRunner
-from flask_tasks.worker import Handler, retry_delay
+from flask_tasks.handler import Handler, retry_delay
 from tests.conftest import claim, enqueue, query, wait_for
 
 

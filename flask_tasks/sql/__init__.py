@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from flask_tasks.shape import TASK_COLUMNS_SQL
+
 SQL_DIR = Path(__file__).resolve().parent
 _HEADER = re.compile(r"^-- (\w+): .*$", re.MULTILINE)
 
@@ -20,8 +22,7 @@ def _parse(text: str) -> dict[str, str]:
 
 def _load() -> dict[str, str]:
     statements = _parse((SQL_DIR / "queries.sql").read_text())
-    columns = statements.pop("task_columns")
-    return {name: sql.replace("{task_columns}", columns) for name, sql in statements.items()}
+    return {name: sql.replace("{task_columns}", TASK_COLUMNS_SQL) for name, sql in statements.items()}
 
 
 QUERIES: dict[str, str] = _load()

@@ -1,23 +1,17 @@
 -- Every statement the server runs. Each starts with `-- name: description`;
 -- parameters are psycopg2 named placeholders, never text built from input.
 
--- task_columns: (a fragment, not a statement) a task as the API shows it; times in unix seconds
-id::text AS id, type, args, status, result,
-CASE WHEN status IN ('failed', 'cancelled') THEN last_error END AS error,
-last_error, attempts, max_attempts, priority, timeout, idempotency_key, cancel_requested, worker,
-floor(extract(epoch FROM created))::bigint AS created,
-floor(extract(epoch FROM run_at))::bigint AS run_at,
-floor(extract(epoch FROM started))::bigint AS started,
-floor(extract(epoch FROM finished))::bigint AS finished,
-floor(extract(epoch FROM expire))::bigint AS expire
+-- ({task_columns} below is a task as the API shows it: flask_tasks/shape.py defines its fields.)
 
 -- insert_tasks: store new waiting tasks (one request's, or a batch of single requests) in one statement and return the times PostgreSQL set for each (the rest is what was sent); those whose idempotency key is taken are left out
-INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, subject, expire)
+INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, subject, expire,
+                   notify_url, notify_status, notify_next, peer)
 SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
-       t.subject, greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8)
+       t.subject, greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8),
+       t.notify_url, CASE WHEN t.notify_url IS NOT NULL THEN 'pending' END, now(), t.peer
 FROM jsonb_to_recordset(%(tasks)s::jsonb) AS t(id uuid, type text, args jsonb, max_attempts int, priority int,
                                                run_at float8, delay float8, timeout float8, idempotency_key text,
-                                               subject text)
+                                               subject text, notify_url text, peer text)
 CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => t.delay)) AS start) s
 ON CONFLICT (idempotency_key, coalesce(subject, '')) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id::text,
@@ -38,7 +32,8 @@ SET status = CASE WHEN status = 'waiting' THEN 'cancelled' ELSE status END,
     finished = CASE WHEN status = 'waiting' THEN now() ELSE finished END,
     expire = CASE WHEN status = 'waiting' THEN greatest(expire, now() + make_interval(secs => %(keep)s::float8))
                   ELSE expire END,
-    cancel_requested = true
+    cancel_requested = true,
+    run_at = CASE WHEN peer IS NOT NULL AND status = 'running' THEN now() ELSE run_at END  -- tell its peer now
 WHERE id = %(id)s::uuid AND status IN ('waiting', 'running') AND (subject IS NULL OR subject = %(subject)s::text)
 RETURNING {task_columns};
 
@@ -106,7 +101,7 @@ WITH o AS MATERIALIZED (
         started = now()
     WHERE t.ctid = ANY(ARRAY(
         SELECT ctid FROM tasks
-        WHERE status = 'waiting' AND run_at <= now() AND type = ANY(%(types)s::text[])
+        WHERE status = 'waiting' AND run_at <= now() AND type = ANY(%(types)s::text[]) AND peer IS NULL
         ORDER BY priority DESC, run_at
         LIMIT %(batch)s::int
         FOR UPDATE SKIP LOCKED
@@ -161,10 +156,10 @@ FROM lost
 WHERE t.id = lost.id
 RETURNING t.id, t.status;
 
--- delete_expired_tasks: delete up to `limit` finished tasks past their expiry
+-- delete_expired_tasks: delete up to `limit` finished tasks past their expiry whose delivery to notify_url has ended
 DELETE FROM tasks WHERE id IN (
     SELECT id FROM tasks
-    WHERE expire < now() AND status IN ('done', 'failed', 'cancelled')
+    WHERE expire < now() AND status IN ('done', 'failed', 'cancelled') AND notify_status IS DISTINCT FROM 'pending'
     ORDER BY expire
     LIMIT %(limit)s::int
     FOR UPDATE SKIP LOCKED
@@ -187,3 +182,63 @@ SELECT coalesce(max(version), 0) FROM flask_tasks_schema;
 
 -- record_schema_version: note that a schema version is in place
 INSERT INTO flask_tasks_schema (version) VALUES (%(version)s) ON CONFLICT DO NOTHING;
+
+-- claim_deliveries: take up to `limit` due deliveries of finished tasks to their notify_url, counting the attempt and holding each for `lease` seconds (a deliverer that dies lets it come due again); returns the task as GET shows it
+WITH due AS (
+    SELECT id FROM tasks
+    WHERE notify_status = 'pending' AND status IN ('done', 'failed', 'cancelled') AND notify_next <= now()
+    ORDER BY notify_next
+    LIMIT %(limit)s::int
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks
+SET notify_attempts = notify_attempts + 1, notify_next = now() + make_interval(secs => %(lease)s::float8)
+WHERE id IN (SELECT id FROM due)
+RETURNING notify_url AS delivery_url, notify_attempts AS delivery_attempt, {task_columns};
+
+-- record_delivery: how an attempt went: delivered on a 2xx, else due again in `retry_in` seconds, or failed once out of attempts; nothing if a later attempt has begun
+UPDATE tasks
+SET notify_status = CASE WHEN %(delivered)s THEN 'delivered'
+                         WHEN notify_attempts >= %(max_attempts)s::int THEN 'failed'
+                         ELSE 'pending' END,
+    notify_next = now() + make_interval(secs => %(retry_in)s::float8),
+    notify_last_status = %(status)s::int,
+    notify_last_error = %(error)s::text
+WHERE id = %(id)s::uuid AND notify_attempts = %(attempt)s::int AND notify_status = 'pending';
+
+-- list_subject_tasks: the newest tasks one token subject posted, newest first (GET /api/tasks)
+SELECT {task_columns} FROM tasks
+WHERE subject = %(subject)s::text
+-- tasks.created, not created: that name alone is the output column, whole unix seconds
+ORDER BY tasks.created DESC, tasks.id
+LIMIT %(limit)s::int;
+
+-- due_peer_tasks: lock up to `limit` tasks due to be sent to their peer, or asked about there; the lock is held while this transaction talks to the peer, and ends with the connection if the handler dies
+SELECT id::text, peer, peer_task_id, status, type, args, max_attempts, timeout, priority, attempts, cancel_requested
+FROM tasks
+WHERE peer IS NOT NULL AND status IN ('waiting', 'running') AND run_at <= now()
+ORDER BY run_at
+LIMIT %(limit)s::int
+FOR UPDATE SKIP LOCKED;
+
+-- peer_task_sent: the peer took the task and runs it; ask about it after `check_in` seconds unless its callback comes first
+UPDATE tasks
+SET status = 'running', peer_task_id = %(peer_task_id)s::text, worker = %(worker)s::text,
+    started = coalesce(started, now()), last_error = NULL,
+    run_at = now() + make_interval(secs => %(check_in)s::float8)
+WHERE id = %(id)s::uuid;
+
+-- peer_task_retry: the peer could not be reached or asked: try again in `retry_in` seconds, with the reason as last_error (a send counts as an attempt)
+UPDATE tasks
+SET last_error = jsonb_build_object('message', %(message)s::text),
+    attempts = attempts + CASE WHEN status = 'waiting' THEN 1 ELSE 0 END,
+    run_at = now() + make_interval(secs => %(retry_in)s::float8)
+WHERE id = %(id)s::uuid;
+
+-- settle_peer_task: end a task its peer ran, with the peer's status, result and error; nothing if it has ended already (a second callback)
+UPDATE tasks
+SET status = %(status)s::text, result = %(result)s::jsonb, last_error = coalesce(%(error)s::jsonb, last_error),
+    finished = now(), expire = greatest(expire, now() + make_interval(secs => %(keep)s::float8)),
+    peer_task_id = coalesce(peer_task_id, %(peer_task_id)s::text)
+WHERE id = %(id)s::uuid AND peer = %(peer)s::text AND status IN ('waiting', 'running')
+RETURNING id::text;

@@ -24,7 +24,17 @@ CREATE TABLE tasks (
     idempotency_key  text,               -- a second request with the same key gets this task
     cancel_requested boolean NOT NULL DEFAULT false,
     subject          text,               -- the token subject that posted it; NULL: no token
-    CONSTRAINT tasks_status_check CHECK (status IN ('waiting', 'running', 'done', 'failed', 'cancelled'))
+    -- Delivery of the finished task to notify_url: pending until a 2xx (delivered) or out of attempts (failed).
+    notify_url         text,
+    notify_status      text,
+    notify_attempts    integer NOT NULL DEFAULT 0,
+    notify_next        timestamptz,      -- the next attempt is due then (also the lease of one under way)
+    notify_last_status integer,          -- the HTTP status of the last attempt
+    notify_last_error  text,
+    peer               text,             -- the peer server (PEERS) that runs it; NULL: a handler here
+    peer_task_id       text,             -- its id on that peer, once sent
+    CONSTRAINT tasks_status_check CHECK (status IN ('waiting', 'running', 'done', 'failed', 'cancelled')),
+    CONSTRAINT tasks_notify_status_check CHECK (notify_status IN ('pending', 'delivered', 'failed'))
 ) WITH (
     fillfactor = 80,                        -- room on each page for HOT updates of status and lease
     autovacuum_vacuum_scale_factor = 0.01,  -- a queue table churns: vacuum after 1% dead rows...
@@ -41,6 +51,13 @@ CREATE INDEX tasks_lease_idx ON tasks (lease_until) WHERE status = 'running';
 -- of a row adds an entry to each index it is in, and claiming and running a task
 -- should not pay for this one. Expired tasks still waiting are found by tasks_claim_idx.
 CREATE INDEX tasks_finished_expire_idx ON tasks (expire) WHERE status IN ('done', 'failed', 'cancelled');
+-- Deliveries due: finished tasks whose notify_url has not had its answer yet.
+CREATE INDEX tasks_notify_due_idx ON tasks (notify_next)
+    WHERE notify_status = 'pending' AND status IN ('done', 'failed', 'cancelled');
+-- Tasks to send to a peer, or to ask a peer about.
+CREATE INDEX tasks_peer_idx ON tasks (run_at) WHERE peer IS NOT NULL AND status IN ('waiting', 'running');
+-- A token subject's own tasks, newest first (GET /api/tasks).
+CREATE INDEX tasks_subject_created_idx ON tasks (subject, created DESC, id) WHERE subject IS NOT NULL;
 -- An idempotency key is unique per subject: one client's key never finds another's task.
 CREATE UNIQUE INDEX tasks_idempotency_key_idx ON tasks (idempotency_key, coalesce(subject, ''))
     WHERE idempotency_key IS NOT NULL;

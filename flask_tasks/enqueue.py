@@ -1,0 +1,195 @@
+"""Enqueueing: a task request checked (type, arguments, limits, notify_url, peer) and stored, with idempotency.
+
+No Flask here: the task routes, the nask-task routes and any other caller use the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+from pydantic import ValidationError
+
+from flask_tasks import db, shape, webhooks
+from flask_tasks.auth import AuthError, allows
+from flask_tasks.config import Settings
+from flask_tasks.models import ApiError, TaskRequest, request_error
+from flask_tasks.registry import Registry, TaskArgsError, TaskType
+from flask_tasks.stopping import one_line
+
+
+@dataclass(frozen=True)
+class NewTask:
+    request: TaskRequest
+    task_type: TaskType | None  # None for a task a peer runs: the peer knows its type
+    args: dict[str, Any]  # validated, defaults filled in
+    legacy: bool  # the first flask-tasks' body: the arguments alone
+
+
+def parse_new_task(
+    body: Any, registry: Registry, settings: Settings, claims: dict[str, Any] | None, body_bytes: int | None = None
+) -> NewTask:
+    """A checked task request, or ApiError (AuthError for a protected type) saying what is wrong with it.
+
+    body_bytes: the size of the request body it came in, if known (it may spare measuring the args).
+    """
+    if not isinstance(body, dict):
+        raise ApiError(400, 'the request body must be a JSON object, e.g. {"type": "add", "args": {"x": 1, "y": 2}}')
+    legacy = "type" not in body
+    try:
+        # The first flask-tasks had no type: the whole body is the default task's arguments.
+        request = (
+            TaskRequest(type=settings.default_task_type, args=body) if legacy else TaskRequest.model_validate(body)
+        )
+    except ValidationError as err:
+        raise ApiError(400, request_error(err.errors()[0])) from None
+    if request.run_at is not None and request.delay is not None:
+        raise ApiError(400, "give run_at or delay, not both.")
+    if request.notify_url is not None:
+        check_notify_url(request.notify_url, settings)
+    if request.peer is not None:
+        if request.peer not in settings.peers:
+            known = ", ".join(sorted(settings.peers)) or "none (set PEERS)"
+            raise ApiError(400, f"peer [{request.peer}] is not known; known peers: {known}")
+        check_args_limits(request.args, settings, body_bytes)
+        return NewTask(request, None, request.args, legacy)  # the peer checks the type and its arguments
+    task_type = registry.get(request.type)
+    if task_type is None:
+        raise ApiError(400, f"task type [{request.type}] doesnt exist")
+    if task_type.protected:
+        if claims is None:
+            raise AuthError(401, f"task type [{request.type}] is protected: send Authorization: Bearer <token>")
+        if not allows(claims, request.type):
+            raise AuthError(403, f"the token does not allow task type [{request.type}]")
+    check_args_limits(request.args, settings, body_bytes)
+    try:
+        return NewTask(request, task_type, task_type.validate(request.args), legacy)
+    except TaskArgsError as err:
+        raise ApiError(400, str(err)) from None
+
+
+def check_notify_url(url: str, settings: Settings) -> None:
+    """ApiError(400) for a notify_url this server will not call, or when it has no secret to sign with."""
+    if settings.webhook_secret is None:
+        raise ApiError(
+            400,
+            "the field [notify_url] needs a webhook secret on the server: set WEBHOOK_SECRET "
+            "(make one with `flask --app app webhook-secret`)",
+        )
+    try:
+        webhooks.check_url(url, allow_private=settings.notify_allow_private)
+    except webhooks.UnsafeUrlError as err:
+        raise ApiError(400, f"the field [notify_url] is refused: {err}") from None
+
+
+def check_args_limits(args: dict[str, Any], settings: Settings, body_bytes: int | None = None) -> None:
+    """ApiError(400) for arguments nested deeper than ARGS_MAX_DEPTH or larger than ARGS_MAX_BYTES."""
+    if not args:  # {}: one level, two bytes
+        return
+    depth, level = 0, [args]
+    while level:
+        depth += 1
+        if depth > settings.args_max_depth:
+            raise ApiError(400, f"the field [args] is nested too deeply: at most {settings.args_max_depth} levels")
+        level = [
+            child
+            for value in level
+            for child in (value.values() if isinstance(value, dict) else value)
+            if isinstance(child, (dict, list))
+        ]
+    # A body this small cannot hold args over the limit, even encoded again (the longest growth is
+    # a number: 1e15 comes back as 1000000000000000.0): spare encoding them only to measure them.
+    if body_bytes is not None and body_bytes * 5 <= settings.args_max_bytes:
+        return
+    size = len(json.dumps(args, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+    if size > settings.args_max_bytes:
+        raise ApiError(400, f"the field [args] is {size} bytes of JSON: at most {settings.args_max_bytes}")
+
+
+def task_fields(new: NewTask, settings: Settings) -> dict[str, Any]:
+    """The columns of a new task, as plain values."""
+    request, task_type = new.request, new.task_type
+    return {
+        "type": request.type,
+        "args": new.args,
+        "max_attempts": request.max_attempts or (task_type and task_type.max_attempts) or settings.max_attempts,
+        "timeout": request.timeout or (task_type and task_type.timeout) or settings.task_timeout,
+        "priority": request.priority,
+        "run_at": request.run_at,
+        "delay": request.delay or 0,
+        "idempotency_key": request.idempotency_key,
+    }
+
+
+def task_row(task_id: str, new: NewTask, settings: Settings, subject: str | None) -> dict[str, Any]:
+    """A new task as insert_tasks takes it."""
+    extra = {"notify_url": new.request.notify_url, "peer": new.request.peer, "subject": subject}
+    return {"id": task_id, **task_fields(new, settings), **extra}
+
+
+def legacy_form(task: dict[str, Any]) -> dict[str, Any]:
+    """A task as the first flask-tasks showed it: its arguments repeated at the top level."""
+    return {**{k: v for k, v in task["args"].items() if k not in task}, **task}
+
+
+def store_tasks(
+    conn: psycopg2.extensions.connection, news: list[NewTask], settings: Settings, subject: str | None
+) -> list[tuple[dict[str, Any], bool]]:
+    """Store checked tasks, all or nothing; (task as the API shows it, True if created now) for each.
+
+    A task whose idempotency key was used before by the same subject is not stored again:
+    the task the first request made stands in (ApiError 409 if it is another task).
+    """
+    rows = [task_row(task_id, new, settings, subject) for task_id, new in zip(new_ids(len(news)), news, strict=True)]
+    params = {"tasks": json.dumps(rows), "max_task_time": settings.max_task_time}
+    # Many in one transaction: a 409 below must leave none of them stored. One alone needs none.
+    with storing(), conn if len(rows) > 1 else contextlib.nullcontext():
+        stored = {task_id: tuple(times) for task_id, *times in db.run(conn, "insert_tasks", params)}
+        answers = []
+        for row, new in zip(rows, news, strict=True):
+            times = stored.get(row["id"])
+            if times is not None:
+                answers.append((shape.new_task(row["id"], row, times), True))
+            else:
+                answers.append((existing_task(conn, new, settings, subject), False))
+    return answers
+
+
+def existing_task(
+    conn: psycopg2.extensions.connection, new: NewTask, settings: Settings, subject: str | None
+) -> dict[str, Any]:
+    """The task an earlier request made with this one's idempotency key; 409 if it is another task."""
+    rows = db.run_dicts(conn, "get_task_by_idempotency_key", {**task_fields(new, settings), "subject": subject})
+    if not rows:  # it expired and was deleted just now
+        raise ApiError(409, "an idempotency key was in use a moment ago; send the request again")
+    if rows[0]["type"] != new.request.type or rows[0]["args"] != new.args:
+        raise ApiError(409, f"the idempotency key [{new.request.idempotency_key}] was used for a different task")
+    return rows[0]
+
+
+def new_ids(count: int) -> list[str]:
+    """Random (version 4) UUIDs as text, from one read of os.urandom: uuid4() reads it once per id."""
+    raw = bytearray(os.urandom(16 * count))
+    ids = []
+    for start in range(0, 16 * count, 16):
+        raw[start + 6] = (raw[start + 6] & 0x0F) | 0x40  # version 4
+        raw[start + 8] = (raw[start + 8] & 0x3F) | 0x80  # RFC 4122 variant
+        h = raw[start : start + 16].hex()
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
+
+
+@contextlib.contextmanager
+def storing() -> Iterator[None]:
+    """Turn values PostgreSQL will not store into a 400."""
+    try:
+        yield
+    except (psycopg2.DataError, UnicodeEncodeError, ValueError) as err:  # "\u0000", a lone surrogate, a NUL
+        reason = db.error_text(err) if isinstance(err, psycopg2.Error) else one_line(err)
+        raise ApiError(400, f"the request holds a value that cannot be stored: {reason}") from None

@@ -1,0 +1,67 @@
+"""Database connections for the web: one pool per worker process, one connection per request on `g`."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.pool
+from flask import current_app, g
+
+from flask_tasks import db
+from flask_tasks.config import Settings
+
+EXTENSION = "flask_tasks.pool"
+
+
+class ConnectionPool:
+    """One pool per web worker process; a pool inherited across fork is never used."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def _current(self) -> psycopg2.pool.ThreadedConnectionPool:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                url = db.database_url(self.settings, "web")
+                db.open_connection(self.settings, "web").close()  # the schema, once per process
+                # As many connections as threads, kept open (a pool with minconn=0 closes each one it gets back).
+                threads = self.settings.gunicorn_threads
+                self._pool = psycopg2.pool.ThreadedConnectionPool(
+                    threads,
+                    threads,
+                    url,
+                    application_name="flask-tasks web",
+                    connection_factory=db.PreparingConnection if self.settings.prepare_statements else None,
+                    **db.CONNECT_OPTIONS,
+                )
+                self._pid = os.getpid()
+            return self._pool
+
+    def get(self) -> psycopg2.extensions.connection:
+        conn = self._current().getconn()
+        conn.autocommit = True
+        return conn
+
+    def put(self, conn: psycopg2.extensions.connection, broken: bool) -> None:
+        if self._pool is not None and self._pid == os.getpid():
+            self._pool.putconn(conn, close=broken or bool(conn.closed))
+
+
+def get_db() -> psycopg2.extensions.connection:
+    """The request's connection, taken from the pool on first use."""
+    if "db" not in g:
+        g.db = current_app.extensions[EXTENSION].get()
+    return g.db
+
+
+def close_db(exc: BaseException | None) -> None:
+    conn = g.pop("db", None)
+    if conn is not None:
+        broken = isinstance(exc, db.TRANSIENT_ERRORS) or g.pop("db_broken", False)
+        current_app.extensions[EXTENSION].put(conn, broken)
