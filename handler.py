@@ -4,7 +4,7 @@
 (instead of HANDLER_TASKS / HANDLER_EXCLUDE_TASKS); `--help` for more.
 """
 
-from flask_tasks.handler import main
+from flask_tasks.handler_main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

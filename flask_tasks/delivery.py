@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import psycopg2.extensions
 
-from flask_tasks import db, webhooks
+from flask_tasks import db, outbound, webhooks
 from flask_tasks.config import Settings
 from flask_tasks.stopping import one_line
 
@@ -46,10 +46,10 @@ def deliver(settings: Settings, url: str, task_id: str, attempt: int, body: byte
     """One attempt: check the URL again (DNS may have changed), POST to the address checked, judge the answer."""
     assert settings.webhook_secret is not None
     try:
-        target = webhooks.check_url(url, allow_private=settings.notify_allow_private)
+        target = outbound.check_url(url, allow_private=settings.notify_allow_private)
         headers = webhooks.signed_headers(settings.webhook_secret, webhook_id(task_id), body)
-        answer = webhooks.post(target, headers, body, settings.webhook_timeout)
-    except (webhooks.UnsafeUrlError, webhooks.DeliveryError) as err:
+        answer = outbound.post(target, headers, body, settings.webhook_timeout)
+    except (outbound.UnsafeUrlError, outbound.DeliveryError) as err:
         return Attempt(task_id, attempt, False, None, str(err)[:ERROR_TEXT])
     if 200 <= answer.status < 300:
         return Attempt(task_id, attempt, True, answer.status, None)

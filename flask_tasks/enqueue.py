@@ -16,7 +16,7 @@ import psycopg2
 import psycopg2.extensions
 from pydantic import ValidationError
 
-from flask_tasks import db, shape, webhooks
+from flask_tasks import db, outbound, shape
 from flask_tasks.auth import AuthError, allows
 from flask_tasks.config import Settings
 from flask_tasks.models import ApiError, TaskRequest, request_error
@@ -83,8 +83,8 @@ def check_notify_url(url: str, settings: Settings) -> None:
             "(make one with `flask --app app webhook-secret`)",
         )
     try:
-        webhooks.check_url(url, allow_private=settings.notify_allow_private)
-    except webhooks.UnsafeUrlError as err:
+        outbound.check_url(url, allow_private=settings.notify_allow_private)
+    except outbound.UnsafeUrlError as err:
         raise ApiError(400, f"the field [notify_url] is refused: {err}") from None
 
 

@@ -1,68 +1,31 @@
-"""The handler process: claims due tasks, runs them and stores their outcome."""
+"""The handler process: its main thread runs claimed tasks one after another; see handler_db for the rest."""
 
 from __future__ import annotations
 
-import argparse
 import collections
-import dataclasses
-import json
 import logging
 import os
-import random
-import select
 import sys
 import threading
 import time
-from typing import NamedTuple
 
 import psycopg2
-import psycopg2.errors
 import psycopg2.extensions
 
 from flask_tasks import db
-from flask_tasks.config import ConfigError, Settings, comma_list, exit_with
+from flask_tasks.config import ConfigError, Settings
 from flask_tasks.delivery import Deliverer
 from flask_tasks.execution import CANCELLED, InProcessRunner, Outcome, TaskInfo, error_of, run_isolated, running
+from flask_tasks.handler_db import Claimed, DatabaseThread, Finished
 from flask_tasks.peers import PeerLink
 from flask_tasks.registry import Registry
-from flask_tasks.startup import start_process
 from flask_tasks.stopping import StopSignal, one_line
 
 log = logging.getLogger("flask_tasks.handler")
 
-# Errors for a result PostgreSQL will not store (e.g. \u0000 in jsonb, a string over 255 MB):
-# the task fails with the reason, the rest of the batch is written.
-UNSTORABLE = (psycopg2.DataError, psycopg2.errors.ProgramLimitExceeded)
-
-RESCUE_EVERY = 1.0  # seconds between looks for tasks whose handler died
-HEARTBEAT_EVERY = 1.0  # seconds between lease renewals (and looks for cancel requests), at most
-LONGEST_BACKOFF = 3600.0  # seconds: the cap on the wait before a retry
-QUEUE_SECONDS = 0.05  # claim about this much work ahead of the main thread...
-LONG_TASK = 1.0  # ...and give the rest back when a task runs longer than this, for others to take
 HARD_EXIT = 4.8  # seconds after SIGTERM/SIGINT when a handler exits whatever it is doing (honcho waits 5)
 QUICK = " -c statement_timeout=500"  # for the last writes before that exit
 SWITCH_INTERVAL = 0.0005  # seconds a thread waits for the GIL before asking for it (Python's default: 0.005)
-
-
-class Claimed(NamedTuple):
-    id: str
-    type: str
-    args: dict
-    token: str
-    attempt: int
-    max_attempts: int
-    timeout: float | None
-
-
-class Finished(NamedTuple):
-    """An attempt's outcome, waiting to be written."""
-
-    task: Claimed
-    status: str  # done, failed, cancelled, or waiting (a retry)
-    outcome: Outcome
-    delay: float  # before the retry
-    started: float  # unix time it started
-    seconds: float  # how long it ran
 
 
 def served_types(registry: Registry, only: list[str], exclude: list[str]) -> list[str]:
@@ -85,25 +48,7 @@ def served_types(registry: Registry, only: list[str], exclude: list[str]) -> lis
     return types
 
 
-def retry_delay(attempt: int, first: float) -> float:
-    """Exponential backoff with jitter: about first, 2 first, 4 first... give or take 25%."""
-    return min(first * 2 ** min(attempt - 1, 40), LONGEST_BACKOFF) * random.uniform(0.75, 1.25)
-
-
-def outcomes_json(items: list[Finished]) -> str:
-    """The store_and_claim `outcomes` parameter. Results are JSON already: spliced in, not parsed again."""
-    rows = []
-    for item in items:
-        error = json.dumps(item.outcome.error) if item.outcome.error is not None else "null"
-        result = item.outcome.result if item.outcome.result is not None else "null"
-        rows.append(
-            f'{{"id":"{item.task.id}","token":"{item.task.token}","status":"{item.status}",'
-            f'"result":{result},"error":{error},"delay":{item.delay!r},"started":{item.started!r}}}'
-        )
-    return "[" + ",".join(rows) + "]"
-
-
-class Handler:
+class Handler(DatabaseThread):
     """One handler process, in two threads.
 
     The main thread only runs tasks, one after another, from a short queue.
@@ -213,7 +158,7 @@ class Handler:
             first = self.settings.retry_backoff
             if task_type is not None and task_type.retry_backoff is not None:
                 first = task_type.retry_backoff
-            delay = retry_delay(task.attempt, first)
+            delay = db.retry_delay(task.attempt, first)
         finished = Finished(task, status, outcome, delay, started, seconds)
         with self.lock:
             self.outbox.append(finished)
@@ -224,198 +169,6 @@ class Handler:
 
     def _wake(self) -> None:
         os.write(self.wake_write, b"x")
-
-    # -- the database thread -------------------------------------------------------
-
-    def _db(self) -> psycopg2.extensions.connection:
-        # Never reuse a connection inherited across fork: check the pid.
-        if self.conn is None or self.conn.closed or self._conn_pid != os.getpid():
-            self.conn = db.open_connection(self.settings, self.process, db.HANDLER_OPTIONS)
-            self._conn_pid = os.getpid()
-            if self.settings.listen_notify:
-                db.run(self.conn, "listen")
-        return self.conn
-
-    def _drop_connection(self) -> None:
-        if self.conn is not None:
-            self.conn.close()  # never raises, even on a dead connection
-        self.conn = None
-
-    def _database_loop(self) -> None:
-        heartbeat_every = min(self.settings.lease_seconds / 3, HEARTBEAT_EVERY)
-        next_heartbeat = time.monotonic() + heartbeat_every
-        backoff = db.Backoff()
-        while True:
-            with self.lock:
-                items, self.outbox = self.outbox, []
-                want = 0 if self.main_done or self.stopping.is_set() else self._wanted()
-                done = self.main_done and not items
-            try:
-                if done:
-                    self._release_held()
-                    self.stopped.set()
-                    return
-                conn = self._db()
-                if items or want:
-                    claimed = self._exchange(conn, items, want)
-                    items = []
-                    if want and not claimed:
-                        self._wait_for_work(conn, next_heartbeat)
-                else:
-                    self._wait_for_outcomes(next_heartbeat)
-                if time.monotonic() >= next_heartbeat:
-                    self._heartbeat(conn)
-                    self._rescue_lost_tasks(conn)
-                    next_heartbeat = time.monotonic() + heartbeat_every
-                backoff.reset()
-            except Exception as err:  # this thread must outlive any error, or nothing gets written
-                log.warning("%s: database error, retrying: %s", self.process, one_line(err))
-                self._drop_connection()
-                with self.lock:  # keep them for the next try, in order
-                    self.outbox[:0] = items
-                delay = backoff.next()
-                if self.stopping.is_set():  # a stop ends pause() at once: still do not spin
-                    time.sleep(min(delay, 0.2))
-                else:
-                    self.stopping.pause(delay)
-
-    def _wanted(self) -> int:
-        """How many tasks to claim now: about QUEUE_SECONDS of work (at most BATCH_SIZE), once half is done.
-
-        Fast tasks are claimed a batch at a time; slow ones one at a time, so a
-        handler does not sit on tasks that other handlers could be running.
-        """
-        if self.current is not None and time.monotonic() - self.current_since > LONG_TASK:
-            return 0  # a long task: what is claimed now would only wait behind it
-        target = max(1, min(self.settings.batch_size, int(QUEUE_SECONDS / max(self.task_seconds, 1e-6))))
-        waiting = len(self.queue) + (1 if self.current is not None else 0)
-        return target - waiting if waiting <= target // 2 else 0
-
-    def _wait_for_work(self, conn: psycopg2.extensions.connection, until: float) -> None:
-        """Nothing to claim: sleep until a task is announced (LISTEN/NOTIFY), an outcome arrives or time passes."""
-        if conn.notifies:  # announced while the last claim ran: it may not have seen them
-            conn.notifies.clear()
-            return
-        self.idle = True  # from now on the main thread wakes us through the pipe
-        try:
-            deadline = min(time.monotonic() + self.settings.poll_interval, until)
-            while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
-                if self.outbox or self.main_done:
-                    return
-                watch = [conn, self.wake_read] if self.settings.listen_notify else [self.wake_read]
-                ready = select.select(watch, [], [], min(left, 0.1))[0]
-                if self.wake_read in ready:
-                    os.read(self.wake_read, 4096)
-                    return
-                if ready:
-                    conn.poll()
-                    if conn.notifies:
-                        conn.notifies.clear()
-                        return
-        finally:
-            self.idle = False
-
-    def _wait_for_outcomes(self, until: float) -> None:
-        with self.lock:
-            self.awaiting_outcomes = True
-            self.lock.wait_for(
-                lambda: self.outbox or self.main_done or self._wanted(),
-                timeout=max(0.0, min(until - time.monotonic(), 0.1)),
-            )
-            self.awaiting_outcomes = False
-
-    def _exchange(self, conn: psycopg2.extensions.connection, items: list[Finished], want: int) -> list[Claimed]:
-        """Write these outcomes and claim up to `want` tasks, in one statement; queue the claimed ones."""
-        params = {
-            "outcomes": outcomes_json(items),
-            "types": self.types,
-            "batch": want,
-            "worker": self.settings.worker_name,
-            "lease": self.settings.lease_seconds,
-            "keep": self.settings.max_task_time,
-        }
-        try:
-            rows = db.run(conn, "store_and_claim", params)
-        except UNSTORABLE as err:  # a result PostgreSQL refuses (a \u0000, over 255 MB): find it, fail it
-            if len(items) > 1:
-                for item in items:
-                    self._exchange(conn, [item], 0)
-                return self._exchange(conn, [], want) if want else []
-            failed = Outcome("error", error={"message": f"the result cannot be stored: {db.error_text(err)}"})
-            items = [items[0]._replace(status="failed", outcome=failed)]
-            rows = db.run(conn, "store_and_claim", {**params, "outcomes": outcomes_json(items)})
-        claimed = [Claimed(*row[1:]) for row in rows if not row[0]]
-        with self.lock:
-            self.held.update((task.token, task.id) for task in claimed)
-            if not (self.main_done or self.stopping.is_set()):  # else they are released with the rest
-                self.queue.extend(claimed)
-                self.lock.notify_all()
-        fenced_off = {row[1] for row in rows if row[0]}
-        if items:
-            self.deliverer.poke()  # a finished task may have a notify_url
-        self._done(items, fenced_off)
-        return claimed
-
-    def _done(self, items: list[Finished], fenced_off: set[str]) -> None:
-        """Forget these tasks (written, or fenced off) and log one line for each."""
-        if not items:
-            return
-        with self.lock:
-            for item in items:
-                self.held.pop(item.task.token, None)
-                self.cancelled.discard(item.task.token)
-        taken_over = " (not stored: its claim was taken over)"
-        lines = [
-            f"{self.process}: task {item.task.id} ({item.task.type}, attempt {item.task.attempt}) {item.status} "
-            f"in {item.seconds:.3f} s" + (taken_over if item.task.id in fenced_off else "")
-            for item in items
-        ]
-        log.info("%s", "\n".join(lines))
-
-    def _heartbeat(self, conn: psycopg2.extensions.connection) -> None:
-        """Renew the leases of held tasks; pass on cancel requests; give back the queue behind a long task."""
-        with self.lock:
-            current = self.current
-            if current is not None and self.queue and time.monotonic() - self.current_since > LONG_TASK:
-                self._release(conn, [task.token for task in self.queue])
-            tokens = list(self.held)
-        if not tokens:
-            return
-        rows = db.run(conn, "extend_leases", {"tokens": tokens, "lease": self.settings.lease_seconds})
-        with self.lock:
-            self.cancelled.update(str(token) for token, cancel_requested in rows if cancel_requested)
-        if current is not None and current.token in self.cancelled and self.runner is not None:
-            self.runner.interrupt()  # again at every heartbeat until the task stops
-
-    def _rescue_lost_tasks(self, conn: psycopg2.extensions.connection) -> None:
-        if time.monotonic() - self.last_rescue < RESCUE_EVERY:
-            return
-        self.last_rescue = time.monotonic()
-        params = {"limit": 1000, "keep": self.settings.max_task_time}
-        for task_id, status in db.run(conn, "rescue_lost_tasks", params):
-            log.warning("%s: task %s had lost its handler; now %s", self.process, task_id, status)
-
-    def _release(self, conn: psycopg2.extensions.connection, tokens: list[str], started: Claimed | None = None) -> None:
-        """Give these claimed tasks back to the queue. Call with the lock held.
-
-        The attempt is undone for those that never started; `started`, the task
-        that ran, keeps it, so its next run sees the next attempt number.
-        """
-        keep = [started.token] if started is not None else []
-        db.run(conn, "release_tasks", {"tokens": tokens, "started": keep, "keep": self.settings.max_task_time})
-        for token in tokens:
-            self.held.pop(token, None)
-        self.queue = collections.deque(task for task in self.queue if task.token not in tokens)
-        log.info("%s: gave back %s tasks it had not started", self.process, len(tokens))
-
-    def _release_held(self) -> None:
-        """Give back every task claimed and not finished."""
-        try:
-            with self.lock:
-                if self.held:
-                    self._release(self._db(), list(self.held))
-        except psycopg2.Error as err:
-            log.warning("%s: could not release tasks, their leases will run out: %s", self.process, one_line(err))
 
     def _watchdog(self) -> None:
         """After a stop request: if the current task runs past the grace period, give it back and leave.
@@ -443,42 +196,3 @@ class Handler:
             log.warning("%s: could not release tasks: %s", self.process, one_line(err))
         logging.shutdown()
         os._exit(0)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="handler.py",
-        description="A handler: claims due tasks, runs them and stores their outcome. "
-        "Settings come from the environment and .env.",
-    )
-    choice = parser.add_mutually_exclusive_group()
-    choice.add_argument(
-        "--tasks", metavar="TYPES", help="claim only these task types, comma-separated (instead of HANDLER_TASKS)"
-    )
-    choice.add_argument(
-        "--exclude-tasks",
-        metavar="TYPES",
-        help="claim every task type but these, comma-separated (instead of HANDLER_EXCLUDE_TASKS)",
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)  # first, so that --help needs no settings
-    settings, registry = start_process()
-    try:
-        if args.tasks is not None or args.exclude_tasks is not None:
-            # A flag replaces both variables: with HANDLER_EXCLUDE_TASKS=mov3d in a .env that
-            # all handlers share, `python handler.py --tasks mov3d` still runs mov3d.
-            flag, given = ("--tasks", args.tasks) if args.tasks is not None else ("--exclude-tasks", args.exclude_tasks)
-            if not comma_list(given):
-                raise ConfigError(f"{flag} {given!r} names no task type")
-            settings = dataclasses.replace(
-                settings,
-                handler_tasks=comma_list(args.tasks or ""),
-                handler_exclude_tasks=comma_list(args.exclude_tasks or ""),
-            )
-        handler = Handler(settings, registry)
-    except ConfigError as err:
-        exit_with(err)
-    return handler.run()

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from flask_tasks import db
+from flask_tasks.db import retry_delay
 from flask_tasks.execution import InProcessRunner
-from flask_tasks.handler import Handler, retry_delay
+from flask_tasks.handler import Handler
 from tests.conftest import claim, enqueue, query, wait_for
 
 

@@ -16,8 +16,9 @@ from contextlib import contextmanager
 import pytest
 import standardwebhooks
 
-from flask_tasks import webhooks
-from flask_tasks.webhooks import DeliveryError, Target, UnsafeUrlError, WebhookVerificationError
+from flask_tasks import outbound, webhooks
+from flask_tasks.outbound import DeliveryError, Target, UnsafeUrlError
+from flask_tasks.webhooks import WebhookVerificationError
 
 # The example of the Standard Webhooks reference libraries' tests.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -225,7 +226,7 @@ def fake_dns(table: dict[str, list[str]]) -> Callable:
 )
 def test_check_url_refuses(url, reason):
     with pytest.raises(UnsafeUrlError, match=reason.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
-        webhooks.check_url(url, resolve=no_dns)
+        outbound.check_url(url, resolve=no_dns)
 
 
 DNS = fake_dns(
@@ -257,21 +258,21 @@ DNS = fake_dns(
 )
 def test_check_url_refuses_names_resolving_to_unsafe_addresses(url, reason):
     with pytest.raises(UnsafeUrlError) as caught:
-        webhooks.check_url(url, resolve=DNS)
+        outbound.check_url(url, resolve=DNS)
     assert str(caught.value) == reason
 
 
 def test_check_url_accepts_public_addresses():
-    assert webhooks.check_url("http://93.184.216.34/x", resolve=no_dns) == Target(
+    assert outbound.check_url("http://93.184.216.34/x", resolve=no_dns) == Target(
         "http", "93.184.216.34", 80, "/x", ("93.184.216.34",)
     )
-    assert webhooks.check_url("http://93.184.216.34", resolve=no_dns).path_and_query == "/"
-    v6 = webhooks.check_url("https://[2606:2800:220:1:248:1893:25c8:1946]/hook?a=1&b=2#part", resolve=no_dns)
+    assert outbound.check_url("http://93.184.216.34", resolve=no_dns).path_and_query == "/"
+    v6 = outbound.check_url("https://[2606:2800:220:1:248:1893:25c8:1946]/hook?a=1&b=2#part", resolve=no_dns)
     assert v6 == Target(
         "https", "2606:2800:220:1:248:1893:25c8:1946", 443, "/hook?a=1&b=2", ("2606:2800:220:1:248:1893:25c8:1946",)
     )
     asked = []
-    named = webhooks.check_url("https://Hooks.Example:8443/a/b?c", resolve=lambda *a: asked.append(a) or DNS(*a))
+    named = outbound.check_url("https://Hooks.Example:8443/a/b?c", resolve=lambda *a: asked.append(a) or DNS(*a))
     assert named == Target(
         "https", "hooks.example", 8443, "/a/b?c", ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946")
     )
@@ -285,8 +286,8 @@ def test_allow_private_lets_local_addresses_through_but_not_the_rest():
         ("http://[::1]:8080/", "::1"),
         ("http://169.254.169.254/", "169.254.169.254"),
     ]:
-        assert webhooks.check_url(url, allow_private=True, resolve=no_dns).addresses == (address,)
-    assert webhooks.check_url("http://localhost/", allow_private=True, resolve=DNS).addresses == ("127.0.0.1", "::1")
+        assert outbound.check_url(url, allow_private=True, resolve=no_dns).addresses == (address,)
+    assert outbound.check_url("http://localhost/", allow_private=True, resolve=DNS).addresses == ("127.0.0.1", "::1")
     for url, reason in [
         ("ftp://127.0.0.1/", "scheme"),
         ("http://u:p@127.0.0.1/", "user name"),
@@ -298,7 +299,7 @@ def test_allow_private_lets_local_addresses_through_but_not_the_rest():
         ("http://255.255.255.255/", "broadcast"),
     ]:
         with pytest.raises(UnsafeUrlError, match=reason):
-            webhooks.check_url(url, allow_private=True, resolve=no_dns)
+            outbound.check_url(url, allow_private=True, resolve=no_dns)
 
 
 # --- delivery, to receivers on 127.0.0.1 ---
@@ -365,19 +366,19 @@ def receiver(respond: Callable, tls: ssl.SSLContext | None = None) -> Iterator[t
 
 
 def local_target(port: int, path: str = "/hook?task=1") -> Target:
-    return webhooks.check_url(f"http://127.0.0.1:{port}{path}", allow_private=True, resolve=no_dns)
+    return outbound.check_url(f"http://127.0.0.1:{port}{path}", allow_private=True, resolve=no_dns)
 
 
 def test_post_delivers_a_signed_body():
     with receiver(answer("200 OK", b'{"ok": true}')) as (port, seen):
         # The host name goes in the Host header; the connection goes to the address the check resolved.
-        target = webhooks.check_url(
+        target = outbound.check_url(
             f"http://receiver.test:{port}/hook?task=1",
             allow_private=True,
             resolve=fake_dns({"receiver.test": ["127.0.0.1"]}),
         )
         headers = webhooks.signed_headers(SECRET, "msg_task_1", BODY)
-        assert webhooks.post(target, headers, BODY, timeout=2) == webhooks.Answer(200, '{"ok": true}')
+        assert outbound.post(target, headers, BODY, timeout=2) == outbound.Answer(200, '{"ok": true}')
     [request] = seen
     assert request["line"] == "POST /hook?task=1 HTTP/1.1"
     assert request["headers"]["host"] == f"receiver.test:{port}"
@@ -389,9 +390,9 @@ def test_post_delivers_a_signed_body():
 
 def test_post_returns_error_statuses_and_does_not_follow_redirects():
     with receiver(answer("500 Internal Server Error", b"broken")) as (port, _):
-        assert webhooks.post(local_target(port), {}, BODY, timeout=2) == webhooks.Answer(500, "broken")
+        assert outbound.post(local_target(port), {}, BODY, timeout=2) == outbound.Answer(500, "broken")
     with receiver(answer("302 Found", extra="Location: http://127.0.0.1:1/elsewhere\r\n")) as (port, seen):
-        assert webhooks.post(local_target(port), {}, BODY, timeout=2).status == 302
+        assert outbound.post(local_target(port), {}, BODY, timeout=2).status == 302
         time.sleep(0.1)
     assert len(seen) == 1
 
@@ -405,7 +406,7 @@ def test_post_reads_at_most_max_answer_bytes():
 
     with receiver(huge) as (port, _):
         started = time.monotonic()
-        answered = webhooks.post(local_target(port), {}, BODY, timeout=2, max_answer_bytes=101)
+        answered = outbound.post(local_target(port), {}, BODY, timeout=2, max_answer_bytes=101)
     assert answered.status == 200
     assert answered.text == "é" * 50 + "\ufffd"  # cut mid-character: decoded leniently
     assert time.monotonic() - started < 1
@@ -419,7 +420,7 @@ def test_post_times_out_on_a_receiver_that_never_answers():
     with receiver(black_hole) as (port, _):
         started = time.monotonic()
         with pytest.raises(DeliveryError, match=r"^timed out after 0\.5 s$"):
-            webhooks.post(local_target(port), {}, BODY, timeout=0.5)
+            outbound.post(local_target(port), {}, BODY, timeout=0.5)
         assert 0.45 < time.monotonic() - started < 1.2
 
 
@@ -433,7 +434,7 @@ def test_post_deadline_holds_against_a_trickling_receiver():
     with receiver(trickle) as (port, _):
         started = time.monotonic()
         with pytest.raises(DeliveryError, match="timed out"):
-            webhooks.post(local_target(port), {}, BODY, timeout=0.5)
+            outbound.post(local_target(port), {}, BODY, timeout=0.5)
         assert time.monotonic() - started < 1.2
 
 
@@ -441,22 +442,22 @@ def test_post_connection_failures():
     with socket.create_server(("127.0.0.1", 0)) as probe:
         free_port = probe.getsockname()[1]
     with pytest.raises(DeliveryError, match="^connection refused$"):
-        webhooks.post(local_target(free_port), {}, BODY, timeout=1)
+        outbound.post(local_target(free_port), {}, BODY, timeout=1)
 
     def hang_up(conn, seen, stop):
         read_request(conn)
 
     with receiver(hang_up) as (port, _), pytest.raises(DeliveryError, match="closed without an answer"):
-        webhooks.post(local_target(port), {}, BODY, timeout=1)
+        outbound.post(local_target(port), {}, BODY, timeout=1)
     smtp = receiver(lambda conn, seen, stop: conn.sendall(b"220 SMTP ready\r\n"))
     with smtp as (port, _), pytest.raises(DeliveryError, match="malformed answer"):
-        webhooks.post(local_target(port), {}, BODY, timeout=1)
+        outbound.post(local_target(port), {}, BODY, timeout=1)
 
 
 def test_post_tries_the_next_address_when_one_refuses():
     with receiver(answer("204 No Content")) as (port, seen):
         target = Target("http", "receiver.test", port, "/", ("127.0.0.2", "127.0.0.1"))  # nothing on 127.0.0.2
-        assert webhooks.post(target, {}, BODY, timeout=2).status == 204
+        assert outbound.post(target, {}, BODY, timeout=2).status == 204
     assert len(seen) == 1
 
 
@@ -503,13 +504,13 @@ def test_post_over_tls_checks_the_certificate_against_the_host_name(tls):
     server, client, server_names = tls
     with receiver(answer("200 OK", b"secure"), tls=server) as (port, seen):
         target = Target("https", "receiver.test", port, "/hook", ("127.0.0.1",))
-        assert webhooks.post(target, {}, BODY, timeout=2, context=client) == webhooks.Answer(200, "secure")
+        assert outbound.post(target, {}, BODY, timeout=2, context=client) == outbound.Answer(200, "secure")
         assert server_names[-1] == "receiver.test"
         assert seen[-1]["headers"]["host"] == f"receiver.test:{port}"
 
         with pytest.raises(DeliveryError, match="TLS certificate check failed"):  # the default context: untrusted
-            webhooks.post(target, {}, BODY, timeout=2)
+            outbound.post(target, {}, BODY, timeout=2)
         other = Target("https", "other.test", port, "/hook", ("127.0.0.1",))
         with pytest.raises(DeliveryError, match="TLS certificate check failed: Hostname mismatch"):
-            webhooks.post(other, {}, BODY, timeout=2, context=client)
+            outbound.post(other, {}, BODY, timeout=2, context=client)
     assert len(seen) == 1
