@@ -49,17 +49,18 @@ def _ranges(*table: tuple[str, str]) -> list[tuple[ipaddress.IPv4Network | ipadd
 
 
 # (reason, ranges), checked in order so the first match names the range. Multicast, broadcast and unspecified
-# addresses are never a receiver: they are refused even when private addresses are allowed.
+# addresses are never a receiver, and link-local ones (the cloud metadata address among them) are where the
+# secrets of a host live: all of these are refused even when private addresses are allowed.
 _ALWAYS_REFUSED = _ranges(
     ("an unspecified address", "0.0.0.0/32 ::/128"),
     ("the broadcast address", "255.255.255.255/32"),
     ("a multicast address", "224.0.0.0/4 ff00::/8"),
+    ("the cloud metadata address", "169.254.169.254/32 fd00:ec2::254/128"),
+    ("a link-local address", "169.254.0.0/16 fe80::/10"),
 )
 _NON_PUBLIC = _ranges(
-    ("the cloud metadata address", "169.254.169.254/32 fd00:ec2::254/128"),
     ("a loopback address", "127.0.0.0/8 ::1/128"),
     ("a private address", "10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7"),
-    ("a link-local address", "169.254.0.0/16 fe80::/10"),
     ("a site-local address", "fec0::/10"),
     ("a shared (CGNAT) address", "100.64.0.0/10"),
     ("a 'this network' address", "0.0.0.0/8"),

@@ -113,8 +113,9 @@ def new_task(task_id: str, fields: dict[str, Any], times: tuple[int, int, int]) 
     timeout = fields["timeout"]
     notify = peer = None
     if fields.get("notify_url") is not None:
+        # In the order PostgreSQL's jsonb keeps the keys of get_task's object (shorter first), as GET shows them.
         notify = {"url": fields["notify_url"], "status": NOTIFY_PENDING, "attempts": 0}
-        notify |= {"last_status": None, "last_error": None}
+        notify |= {"last_error": None, "last_status": None}
     if fields.get("peer") is not None:
         peer = {"name": fields["peer"], "task_id": None}
     return {

@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/readme_examples.py
 
-It makes a JWT key pair and starts `honcho start` on port 5000 with a new embedded
-database and that key, runs every `$ ...` line of the README in order in the project
+It makes a JWT key pair and a webhook secret, starts `honcho start` on port 5000 with a new
+embedded database, that key and that secret, and examples/webhook_receiver.py on port 8000
+(writing to RECEIVED), runs every `$ ...` line of the README in order in the project
 folder (ids and client secrets from earlier answers are carried into later commands;
 shell variables set by one command are seen by the next), replaces the recorded
 answer under each with the new one, and stops the server. Review the diff before
@@ -22,12 +23,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from flask_tasks.webhooks import generate_secret  # noqa: E402 - after the project is on the path
+
 README = ROOT / "README.md"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 SECRET = re.compile(r"(?<=client_secret: )[A-Za-z0-9_-]{43}")
 CARRIED = re.compile(f"{UUID.pattern}|[A-Za-z0-9_-]{{43}}")
 PAUSE = 1.5  # seconds before each command, so handlers have run what came before
+RECEIVED = Path("/tmp/flask-tasks-received.jsonl")  # what the README's notify_url receiver got
 
 
 def environment(data_dir: str) -> dict[str, str]:
@@ -38,8 +44,16 @@ def environment(data_dir: str) -> dict[str, str]:
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "EMBEDDED_PG_DIR": str(Path(data_dir) / "pgdata")}
     # The README's CORS example is for this frontend.
     env.update(FLASK_TASKS_ENV_FILE="", JWT_PRIVATE_KEY_FILE=str(key), FRONTEND_URL="https://app.example.com")
+    # notify_url examples call the receiver on 127.0.0.1, which only NOTIFY_ALLOW_PRIVATE allows.
+    env.update(WEBHOOK_SECRET=generate_secret(), NOTIFY_ALLOW_PRIVATE="true")
     env.pop("DATABASE_URL", None)
     return env
+
+
+def start_receiver(env: dict[str, str]) -> subprocess.Popen:
+    RECEIVED.unlink(missing_ok=True)
+    command = [sys.executable, "examples/webhook_receiver.py", "8000", str(RECEIVED)]
+    return subprocess.Popen(command, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)})
 
 
 def start_server(env: dict[str, str]) -> subprocess.Popen:
@@ -92,6 +106,7 @@ def refresh(lines: list[str], env: dict[str, str], state: Path) -> list[str]:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="readme-pg-") as data_dir:
         env = environment(data_dir)
+        receiver = start_receiver(env)
         server = start_server(env)
         try:
             lines = README.read_text().split("\n")
@@ -99,6 +114,7 @@ def main() -> None:
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=15)
+            receiver.terminate()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import pytest
 import standardwebhooks
 
-from tests.conftest import query, wait_for
+from tests.conftest import query, same_as_get, wait_for
 from tests.helpers import Receiver, app_with
 
 
@@ -39,6 +39,7 @@ def test_the_finished_task_is_posted_signed_as_get_shows_it(
         "last_status": None,
         "last_error": None,
     }
+    same_as_get(posted, notify_client.get(f"/task/{posted['id']}").get_json())  # the same JSON text, key order too
     processes.start("handler.py", **notify_env)
     notify = wait_for(lambda: ended(notify_client, posted["id"]))
     assert notify == {"url": receiver.url, "status": "delivered", "attempts": 1, "last_status": 200, "last_error": None}

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from flask_tasks.webhooks import generate_secret, parse_secret, signed_headers
-from tests.conftest import wait_for
+from tests.conftest import same_as_get, wait_for
 from tests.helpers import Pair, app_with, free_port, http
 
 
@@ -96,6 +96,7 @@ def post_waiting(client) -> dict:
 
 def test_the_same_callback_twice_changes_nothing_the_second_time(pair, server_a):
     task = post_waiting(server_a)
+    same_as_get(task, server_a.get(f"/task/{task['id']}").get_json())  # peer shown alike in both answers
     first = callback(server_a, pair.env_b["WEBHOOK_SECRET"], task["id"])
     assert first.status_code == 200 and first.get_json()["settled"] is True
     ended = server_a.get(f"/task/{task['id']}").get_json()

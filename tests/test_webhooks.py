@@ -284,7 +284,6 @@ def test_allow_private_lets_local_addresses_through_but_not_the_rest():
         ("http://127.0.0.1:5000/", "127.0.0.1"),
         ("http://10.0.0.1/", "10.0.0.1"),
         ("http://[::1]:8080/", "::1"),
-        ("http://169.254.169.254/", "169.254.169.254"),
     ]:
         assert outbound.check_url(url, allow_private=True, resolve=no_dns).addresses == (address,)
     assert outbound.check_url("http://localhost/", allow_private=True, resolve=DNS).addresses == ("127.0.0.1", "::1")
@@ -297,6 +296,9 @@ def test_allow_private_lets_local_addresses_through_but_not_the_rest():
         ("http://[::]/", "unspecified"),
         ("http://224.0.0.1/", "multicast"),
         ("http://255.255.255.255/", "broadcast"),
+        ("http://169.254.169.254/", "metadata"),
+        ("http://169.254.1.1/", "link-local"),
+        ("http://[fe80::1]/", "link-local"),
     ]:
         with pytest.raises(UnsafeUrlError, match=reason):
             outbound.check_url(url, allow_private=True, resolve=no_dns)
