@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import json as _json  # LiveClient.post takes a `json` argument, as the test client does
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -152,3 +154,34 @@ class Pair:
             return query(conn, "SELECT idempotency_key, status, attempts FROM tasks")
         finally:
             conn.close()
+
+
+class LiveAnswer(NamedTuple):
+    status_code: int
+    body: bytes
+
+    def get_json(self) -> object:
+        return json.loads(self.body)
+
+
+class LiveClient:
+    """A server running on a port, asked as Flask's test client is: get and post, status_code, get_json()."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def get(self, path: str) -> LiveAnswer:
+        return self._send("GET", path, None, {})
+
+    def post(self, path: str, json: object = None, data: bytes | None = None, headers: dict | None = None):
+        if json is not None:
+            data = _json.dumps(json).encode()
+        return self._send("POST", path, data, {"Content-Type": "application/json", **(headers or {})})
+
+    def _send(self, method: str, path: str, data: bytes | None, headers: dict) -> LiveAnswer:
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return LiveAnswer(response.status, response.read())
+        except urllib.error.HTTPError as err:
+            return LiveAnswer(err.code, err.read())

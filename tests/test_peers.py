@@ -10,7 +10,7 @@ import pytest
 
 from flask_tasks.webhooks import generate_secret, parse_secret, signed_headers
 from tests.conftest import same_as_get, wait_for
-from tests.helpers import Pair, app_with, free_port, http
+from tests.helpers import LiveClient, Pair, free_port, http, start_web
 
 
 def post_a(pair: Pair, **task: object) -> dict:
@@ -83,9 +83,10 @@ def callback(client, secret: str, task_id: str, timestamp: int | None = None, **
 
 
 @pytest.fixture
-def server_a(pair, monkeypatch, registry):
-    """Server A's app, for its callback endpoint; its tasks stay waiting (no handler sends them)."""
-    return app_with(monkeypatch, pair.env_a, registry).test_client()
+def server_a(pair):
+    """Server A under gunicorn, for its callback endpoint; its tasks stay waiting (no handler sends them)."""
+    start_web(pair.processes, pair.port_a, pair.env_a)
+    return LiveClient(pair.a)
 
 
 def post_waiting(client) -> dict:
