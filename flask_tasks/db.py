@@ -224,3 +224,25 @@ def run_dicts(conn: psycopg2.extensions.connection, name: str, params: dict[str,
 def retry_delay(attempt: int, first: float, longest: float = 3600.0) -> float:
     """Exponential backoff with jitter: about first, 2 first, 4 first... (at most `longest`), give or take 25%."""
     return min(first * 2 ** min(attempt - 1, 40), longest) * random.uniform(0.75, 1.25)
+
+
+class OwnConnection:
+    """The connection of one thread of a process: opened on first use, and again after a failure or a fork."""
+
+    def __init__(self, settings: Settings, process: str, options: str = "") -> None:
+        self.settings, self.process, self.options = settings, process, options
+        self.conn: psycopg2.extensions.connection | None = None
+        self.pid = 0
+
+    def get(self) -> psycopg2.extensions.connection:
+        # Never reuse a connection inherited across fork: check the pid.
+        if self.conn is None or self.conn.closed or self.pid != os.getpid():
+            self.conn = open_connection(self.settings, self.process, self.options)
+            self.pid = os.getpid()
+        return self.conn
+
+    def drop(self) -> None:
+        """Close it (after an error): the next get() opens a new one."""
+        if self.conn is not None:
+            self.conn.close()  # never raises, even on a dead connection
+        self.conn = None

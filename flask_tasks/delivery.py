@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
-
-import psycopg2.extensions
 
 from flask_tasks import db, outbound, webhooks
 from flask_tasks.config import Settings
@@ -64,8 +61,7 @@ class Deliverer:
         self.settings = settings
         self.process = process
         self.stopping = stopping
-        self.conn: psycopg2.extensions.connection | None = None
-        self._conn_pid = 0
+        self.db = db.OwnConnection(settings, process, db.HANDLER_OPTIONS)
         self.senders = ThreadPoolExecutor(settings.webhook_concurrency, thread_name_prefix="delivery")
         self.finished: queue.SimpleQueue[Attempt] = queue.SimpleQueue()
         self.in_flight = 0  # only the delivery thread changes it
@@ -79,13 +75,6 @@ class Deliverer:
     def poke(self) -> None:
         """Outcomes were stored: some may have a delivery due."""
         self.wake.set()
-
-    def _db(self) -> psycopg2.extensions.connection:
-        # Never reuse a connection inherited across fork: check the pid.
-        if self.conn is None or self.conn.closed or self._conn_pid != os.getpid():
-            self.conn = db.open_connection(self.settings, self.process, db.HANDLER_OPTIONS)
-            self._conn_pid = os.getpid()
-        return self.conn
 
     def _loop(self) -> None:
         backoff = db.Backoff()
@@ -101,15 +90,13 @@ class Deliverer:
                     time.sleep(LOOK_EVERY)
             except Exception as err:  # this thread must outlive any error, or deliveries stop
                 log.warning("%s: delivery database error, retrying: %s", self.process, one_line(err))
-                if self.conn is not None:
-                    self.conn.close()
-                self.conn = None
+                self.db.drop()
                 time.sleep(backoff.next())
 
     def _claim(self, limit: int) -> int:
         # An attempt ends within WEBHOOK_TIMEOUT (resolving the host aside): twice that and more is lost.
         lease = 2 * self.settings.webhook_timeout + 5
-        rows = db.run_dicts(self._db(), "claim_deliveries", {"limit": limit, "lease": lease})
+        rows = db.run_dicts(self.db.get(), "claim_deliveries", {"limit": limit, "lease": lease})
         for row in rows:
             url, attempt = row.pop("delivery_url"), row.pop("delivery_attempt")
             body = json.dumps(row, separators=(",", ":")).encode()
@@ -149,7 +136,7 @@ class Deliverer:
             "status": outcome.status,
             "error": outcome.error,
         }
-        db.run(self._db(), "record_delivery", params)
+        db.run(self.db.get(), "record_delivery", params)
         if outcome.delivered:
             log.info("%s: task %s delivered (attempt %s)", self.process, outcome.task_id, outcome.attempt)
         else:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import threading
 import time
 import urllib.error
@@ -95,21 +94,13 @@ class PeerLink:
         self.settings = settings
         self.process = process
         self.stopping = stopping
-        self.conn: psycopg2.extensions.connection | None = None
-        self._conn_pid = 0
+        self.db = db.OwnConnection(settings, process, db.HANDLER_OPTIONS)
         self.tokens: dict[str, tuple[str, float]] = {}  # peer name -> (token, when to get a new one)
         self.calls = ThreadPoolExecutor(ROUND, thread_name_prefix="peer")
 
     def start(self) -> None:
         if self.settings.peers:
             threading.Thread(target=self._loop, name="peers", daemon=True).start()
-
-    def _db(self) -> psycopg2.extensions.connection:
-        # Never reuse a connection inherited across fork: check the pid.
-        if self.conn is None or self.conn.closed or self._conn_pid != os.getpid():
-            self.conn = db.open_connection(self.settings, self.process, db.HANDLER_OPTIONS)
-            self._conn_pid = os.getpid()
-        return self.conn
 
     def _loop(self) -> None:
         backoff = db.Backoff()
@@ -120,14 +111,12 @@ class PeerLink:
                 backoff.reset()
             except Exception as err:  # this thread must outlive any error, or peer tasks stop moving
                 log.warning("%s: peer link error, retrying: %s", self.process, one_line(err))
-                if self.conn is not None:
-                    self.conn.close()
-                self.conn = None
+                self.db.drop()
                 time.sleep(backoff.next())
 
     def _round(self) -> int:
         """Lock the due peer tasks, talk to their peers at once, write what came of it; how many there were."""
-        conn = self._db()
+        conn = self.db.get()
         with conn:  # one transaction: the locks last while the peers are asked
             tasks = db.run_dicts(conn, "due_peer_tasks", {"limit": ROUND})
             for task, (statement, params) in zip(tasks, self.calls.map(self._follow, tasks), strict=True):

@@ -87,7 +87,12 @@ def template_url(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def database_url(server_url: str, template_url: str) -> Iterator[str]:
     """A fresh database for one test, cloned from the template."""
-    name = f"flask_tasks_test_{uuid.uuid4().hex[:12]}"
+    yield from cloned_database(server_url, template_url, "flask_tasks_test")
+
+
+def cloned_database(server_url: str, template_url: str, prefix: str) -> Iterator[str]:
+    """Clone the template into a new database, yield its URL, drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     template = urlsplit(template_url).path.lstrip("/")
     admin = admin_connect(server_url)
     with admin.cursor() as cur:
@@ -263,16 +268,9 @@ def notify_client(base_env, notify_env, registry, monkeypatch):
 
 
 @pytest.fixture
-def other_database_url(server_url: str, template_url: str):
-    """A second fresh database, for the peer server."""
-    name = f"flask_tasks_peer_{uuid.uuid4().hex[:12]}"
-    admin = admin_connect(server_url)
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{urlsplit(template_url).path.lstrip("/")}"')
-    yield with_database(server_url, name)
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+def other_database_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A second fresh database, for a peer server."""
+    yield from cloned_database(server_url, template_url, "flask_tasks_peer")
 
 
 @pytest.fixture

@@ -15,12 +15,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
-from flask_tasks.config import PROJECT_DIR
 from tests.conftest import wait_for
-from tests.test_e2e import free_port, reachable
+from tests.helpers import add_client, free_port, private_pem
+from tests.test_e2e import reachable
 
 VENV_BIN = os.path.dirname(sys.executable)
 CHECKS = [
@@ -36,27 +33,6 @@ MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "100"))
 MIN_REQUESTS = 1000
 TIME_LIMIT = 180 + 2 * MAX_EXAMPLES  # seconds for the schemathesis run; with 100, it takes under a minute on 2 cores
 CLIENT = "fuzzer"
-
-
-def private_pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return pem.decode()
-
-
-def add_client(env: dict[str, str], name: str, tasks: str) -> str:
-    """`flask --app app clients add NAME --tasks ...`, as an operator adds a client; its secret."""
-    done = subprocess.run(
-        [f"{VENV_BIN}/flask", "--app", "app", "clients", "add", name, "--tasks", tasks],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
-    return lines["client_secret"]
 
 
 def get_token(base: str, client_id: str, secret: str) -> str:

@@ -31,6 +31,14 @@ BEARER_CHALLENGE = {
     }
 }
 OPTIONAL_BEARER: list[dict[str, Any]] = [{}, {"bearerAuth": []}]
+TASK_ID_PARAMETER = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "description": "The task's id, a UUID; anything else is a 404.",
+    "schema": {"type": "string"},
+    "example": "0b7e4a5c-8f1e-4c2a-9d3b-2f6a1c9e5d40",
+}
 
 
 def ref(name: str) -> dict[str, str]:

@@ -277,14 +277,7 @@ def _paths(examples: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {"schema": ref("NaskTaskRequest")}
     if examples:
         body["examples"] = examples
-    task_id = {
-        "name": "task_id",
-        "in": "path",
-        "required": True,
-        "description": "The task's id, a UUID; anything else is a 404.",
-        "schema": {"type": "string"},
-        "example": "0b7e4a5c-8f1e-4c2a-9d3b-2f6a1c9e5d40",
-    }
+    task_id = apidoc.TASK_ID_PARAMETER
     return {
         "/api/tasks": {
             "post": {

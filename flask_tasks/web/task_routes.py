@@ -173,14 +173,7 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
 
 def _paths(protected: list[str], examples: dict[str, Any]) -> dict[str, Any]:
     unavailable = error(apidoc.UNAVAILABLE)
-    task_id = {
-        "name": "task_id",
-        "in": "path",
-        "required": True,
-        "description": "The task's id, a UUID; anything else is a 404.",
-        "schema": {"type": "string"},
-        "example": "0b7e4a5c-8f1e-4c2a-9d3b-2f6a1c9e5d40",
-    }
+    task_id = apidoc.TASK_ID_PARAMETER
     links = {
         "GetTask": {"operationId": "getTask", "parameters": {"task_id": "$response.body#/id"}},
         "ViewTask": {"operationId": "viewTask", "parameters": {"task_id": "$response.body#/id"}},
