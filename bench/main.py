@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import bloat, drain, enqueue, http_single, janitor_rate, latency, machine, plot, report
+from bench import bloat, drain, enqueue, http_single, janitor_rate, latency, machine, notify_blackhole, plot, report
 from bench.context import FULL, QUICK, Bench, Figures
 from bench.pg import Server
 from bench.procs import PROJECT_DIR
@@ -31,6 +31,7 @@ MEASUREMENTS: dict[str, tuple[Callable[[Bench], Figures], str | None]] = {
     "latency": (latency.measure, latency.__doc__),
     "janitor": (janitor_rate.measure, janitor_rate.__doc__),
     "bloat": (bloat.measure, bloat.__doc__),
+    "notify_blackhole": (notify_blackhole.measure, notify_blackhole.__doc__),
 }
 
 

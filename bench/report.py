@@ -65,6 +65,10 @@ METRICS = [
     Metric("bloat_peak_rows", "(g) most rows in the table during the flow"),
     Metric("rss_handler_mb", "(h) peak RSS of a handler after its drain, MiB", 1),
     Metric("rss_web_worker_mb", "(h) peak RSS of a web worker after wrk (the larger of 2), MiB", 1),
+    Metric("notify_blackhole_normal", "(i) drain of 2 handlers, no delivery due, tasks/s"),
+    Metric("notify_blackhole_hung", "(i) drain of 2 handlers, 1,000 deliveries to a black hole, tasks/s"),
+    Metric("notify_blackhole_ratio", "(i) drain ratio black hole / normal", 2),
+    Metric("notify_blackhole_held", "(i) connections the black hole held during the drains (fewest seen)"),
 ]
 DIGITS = {m.key: m.digits for m in METRICS}
 
@@ -86,6 +90,7 @@ def add_ratios(figures: Figures) -> None:
     ratio("http_single_of_group", "http_single_ours", "http_single_bare_group")
     ratio("janitor_drain_ratio", "janitor_drain_during", "janitor_drain_without")
     ratio("bloat_ratio", "bloat_end_mb", "bloat_baseline_mb")
+    ratio("notify_blackhole_ratio", "notify_blackhole_hung", "notify_blackhole_normal")
 
 
 def medians(runs: list[Figures]) -> Figures:
@@ -223,6 +228,15 @@ TARGETS = [
         "—",
         lambda figures: None,
     ),
+    Target(
+        "(i) 2 handlers' drain, 1,000 deliveries hanging on a black hole, tasks/s",
+        "notify_blackhole_hung",
+        "no delivery due, tasks/s",
+        "notify_blackhole_normal",
+        "notify_blackhole_ratio",
+        "ratio ≥ 0.9",
+        _check("notify_blackhole_ratio", lambda r: r >= 0.9),
+    ),
 ]
 
 
@@ -259,7 +273,8 @@ def sizes_text(sizes: Sizes) -> str:
         f" {sizes.HTTP_BATCH:,}; wrk {sizes.wrk_seconds} s; {sizes.latency_samples} latency samples;"
         f" janitor {sizes.janitor_rows:,} rows with a drain of {sizes.janitor_drain_tasks:,};"
         f" bloat flow {sizes.bloat_tasks:,} tasks at {sizes.BLOAT_RATE:,}/s;"
-        f" (a), (b) and (c) measured {sizes.repeats} times in each run, their median taken"
+        f" black hole: drains of {sizes.drain_tasks:,} with 1,000 deliveries hanging;"
+        f" (a), (b), (c) and (i) measured {sizes.repeats} times in each run, their median taken"
     )
 
 

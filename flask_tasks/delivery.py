@@ -69,7 +69,9 @@ class Deliverer:
 
     def start(self) -> None:
         if self.settings.webhook_secret is None:
-            return  # the web refuses notify_url without a secret: nothing can be due
+            # A web with a secret takes notify_url: its deliveries would wait for a handler that has one.
+            log.info("%s: no WEBHOOK_SECRET, so this handler delivers nothing to notify_url", self.process)
+            return
         threading.Thread(target=self._loop, name="delivery", daemon=True).start()
 
     def poke(self) -> None:
