@@ -50,8 +50,8 @@ def deliver(settings: Settings, url: str, task_id: str, attempt: int, body: byte
         return Attempt(task_id, attempt, False, None, str(err)[:ERROR_TEXT])
     if 200 <= answer.status < 300:
         return Attempt(task_id, attempt, True, answer.status, None)
-    reason = f"HTTP {answer.status}" + (f": {answer.text.strip()}" if answer.text.strip() else "")
-    return Attempt(task_id, attempt, False, answer.status, reason[:ERROR_TEXT])
+    # Only the status: the answer's text would show a client whatever its URL reached.
+    return Attempt(task_id, attempt, False, answer.status, f"HTTP {answer.status}")
 
 
 class Deliverer:

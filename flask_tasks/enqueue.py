@@ -53,20 +53,19 @@ def parse_new_task(
         raise ApiError(400, "give run_at or delay, not both.")
     if request.notify_url is not None:
         check_notify_url(request.notify_url, settings)
-    if request.peer is not None:
-        if request.peer not in settings.peers:
-            known = ", ".join(sorted(settings.peers)) or "none (set PEERS)"
-            raise ApiError(400, f"peer [{request.peer}] is not known; known peers: {known}")
-        check_args_limits(request.args, settings, body_bytes)
-        return NewTask(request, None, request.args, legacy)  # the peer checks the type and its arguments
     task_type = registry.get(request.type)
-    if task_type is None:
-        raise ApiError(400, f"task type [{request.type}] doesnt exist")
-    if task_type.protected:
+    if task_type is not None and task_type.protected:  # here, or sent to a peer under this server's name
         if claims is None:
             raise AuthError(401, f"task type [{request.type}] is protected: send Authorization: Bearer <token>")
         if not allows(claims, request.type):
             raise AuthError(403, f"the token does not allow task type [{request.type}]")
+    if request.peer is not None:
+        if request.peer not in settings.peers:
+            raise ApiError(400, f"peer [{request.peer}] is not known here (PEERS)")
+        check_args_limits(request.args, settings, body_bytes)
+        return NewTask(request, None, request.args, legacy)  # the peer checks the type and its arguments
+    if task_type is None:
+        raise ApiError(400, f"task type [{request.type}] doesnt exist")
     check_args_limits(request.args, settings, body_bytes)
     try:
         return NewTask(request, task_type, task_type.validate(request.args), legacy)
@@ -119,7 +118,8 @@ def task_fields(new: NewTask, settings: Settings) -> dict[str, Any]:
         "type": request.type,
         "args": new.args,
         "max_attempts": request.max_attempts or (task_type and task_type.max_attempts) or settings.max_attempts,
-        "timeout": request.timeout or (task_type and task_type.timeout) or settings.task_timeout,
+        # A peer task's timeout is the peer's business (its task type's, its TASK_TIMEOUT) unless asked for.
+        "timeout": request.timeout or (task_type.timeout or settings.task_timeout if task_type else None),
         "priority": request.priority,
         "run_at": request.run_at,
         "delay": request.delay or 0,
@@ -129,7 +129,12 @@ def task_fields(new: NewTask, settings: Settings) -> dict[str, Any]:
 
 def task_row(task_id: str, new: NewTask, settings: Settings, subject: str | None) -> dict[str, Any]:
     """A new task as insert_tasks takes it."""
-    extra = {"notify_url": new.request.notify_url, "peer": new.request.peer, "subject": subject}
+    request = new.request
+    extra = {"notify_url": request.notify_url, "peer": request.peer, "subject": subject, "peer_options": None}
+    if request.peer is not None:
+        # Only what the client asked for: the peer's task type has its own defaults (a max_attempts of 1...).
+        asked = {"max_attempts": request.max_attempts, "timeout": request.timeout, "priority": request.priority}
+        extra["peer_options"] = {name: value for name, value in asked.items() if value}
     return {"id": task_id, **task_fields(new, settings), **extra}
 
 

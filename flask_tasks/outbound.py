@@ -57,6 +57,12 @@ _ALWAYS_REFUSED = _ranges(
     ("a multicast address", "224.0.0.0/4 ff00::/8"),
     ("the cloud metadata address", "169.254.169.254/32 fd00:ec2::254/128"),
     ("a link-local address", "169.254.0.0/16 fe80::/10"),
+    # IPv6 forms that carry an IPv4 address could lead to any IPv4 host, the metadata one too: none is allowed.
+    ("an IPv4-mapped IPv6 address", "::ffff:0:0/96"),
+    ("an IPv4-compatible IPv6 address", "::/96"),
+    ("a NAT64 address", "64:ff9b::/96 64:ff9b:1::/48"),
+    ("a 6to4 address", "2002::/16"),
+    ("a Teredo address", "2001::/32"),
 )
 _NON_PUBLIC = _ranges(
     ("a loopback address", "127.0.0.0/8 ::1/128"),
@@ -68,12 +74,6 @@ _NON_PUBLIC = _ranges(
     ("a benchmarking address", "198.18.0.0/15"),
     ("a reserved address", "240.0.0.0/4"),
     ("a documentation address", "192.0.2.0/24 198.51.100.0/24 203.0.113.0/24 2001:db8::/32 3fff::/20"),
-    # IPv6 forms that carry an IPv4 address could lead to any IPv4 host: none is allowed, whatever it embeds.
-    ("an IPv4-mapped IPv6 address", "::ffff:0:0/96"),
-    ("an IPv4-compatible IPv6 address", "::/96"),
-    ("a NAT64 address", "64:ff9b::/96 64:ff9b:1::/48"),
-    ("a 6to4 address", "2002::/16"),
-    ("a Teredo address", "2001::/32"),
 )
 
 
@@ -242,13 +242,26 @@ def post(
     """POST body to a checked target within `timeout` seconds in all; redirects are not followed.
 
     `context` replaces the default TLS context (tests trust their own certificate with it)."""
+    return send("POST", target, headers, body, timeout, max_answer_bytes, context)
+
+
+def send(
+    method: str,
+    target: Target,
+    headers: dict[str, str],
+    body: bytes | None,
+    timeout: float,
+    max_answer_bytes: int = 4096,
+    context: ssl.SSLContext | None = None,
+) -> Answer:
+    """One request to a checked target within `timeout` seconds in all; redirects are not followed."""
     deadline = time.monotonic() + timeout
     host = f"[{target.host}]" if ":" in target.host else target.host
     if target.port != (443 if target.scheme == "https" else 80):
         host = f"{host}:{target.port}"
     connection = _Connection(target, deadline, context)
     try:
-        connection.request("POST", target.path_and_query, body, {**headers, "Host": host, "Connection": "close"})
+        connection.request(method, target.path_and_query, body, {**headers, "Host": host, "Connection": "close"})
         response = connection.getresponse()
         text = response.read(max_answer_bytes).decode("utf-8", errors="replace")
         return Answer(response.status, text)

@@ -71,8 +71,8 @@ def verify(
     msg_id, stamp, signatures = (lower.get(f"webhook-{n}") for n in ("id", "timestamp", "signature"))
     if not (msg_id and stamp and signatures):
         raise WebhookVerificationError("missing webhook-id, webhook-timestamp or webhook-signature header")
-    if not stamp.isascii() or not stamp.isdigit():
-        raise WebhookVerificationError("webhook-timestamp is not an integer")
+    if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:  # 12 digits reach the year 33658
+        raise WebhookVerificationError("webhook-timestamp is not an integer of unix seconds")
     # The timestamp is signed, so an old message cannot be made fresh: this window is what bounds replays.
     age = (time.time() if now is None else now) - int(stamp)
     if age > tolerance:

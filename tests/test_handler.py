@@ -209,3 +209,36 @@ def test_the_claim_keeps_to_the_indexes_after_a_burst_into_an_empty_table(conn, 
     assert "Index Scan using tasks_claim_idx" in text, text
     assert "Tid Scan on tasks" in text, text
     assert len(claim(handler)) == 1000
+
+
+def test_a_backlog_of_peer_tasks_costs_the_claim_nothing(conn, settings, registry):
+    # Tasks a peer runs are left out of the claim's index: 20,000 of them waiting (a peer that is
+    # down) must not be read by each claim, as they were while the claim only filtered them out.
+    handler = Handler(settings, registry)
+    assert claim(handler) == []  # prepares the claim
+    query(
+        conn,
+        """INSERT INTO tasks (type, args, expire, peer)
+           SELECT 'record', '{}', now() + interval '1 hour', 'b' FROM generate_series(1, 20000)""",
+    )
+    enqueue_many(conn, "record", [{"key": str(i)} for i in range(10)])
+    _, names = db.PREPARED["store_and_claim"]
+    params = {"outcomes": "[]", "keep": 60, "worker": "w", "lease": 30, "types": ["record"], "batch": 1000}
+    placeholders = ", ".join(["%s"] * len(names))
+    sql = f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE store_and_claim({placeholders})"
+    conn_ = handler._db()
+    conn_.autocommit = False  # EXPLAIN ANALYZE runs the claim: roll it back
+    try:
+        [(plan,)] = query(conn_, sql, [params[n] for n in names])
+    finally:
+        conn_.rollback()
+        conn_.autocommit = True
+
+    def nodes(node):
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    scans = [n for n in nodes(plan[0]["Plan"]) if n.get("Index Name") == "tasks_claim_idx"]
+    assert scans, plan
+    assert sum(n.get("Rows Removed by Filter", 0) + n["Actual Rows"] for n in scans) == 10, plan

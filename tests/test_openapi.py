@@ -134,7 +134,7 @@ def test_each_task_type_has_its_argument_schema(client, registry):
         assert args["additionalProperties"] is False
         assert args.get("required", []) == model.get("required", [])
         assert request["additionalProperties"] is False
-        assert set(request["properties"]) == {"type", "args", *OPTION_FIELDS}
+        assert set(request["properties"]) == {"type", "args", *OPTION_FIELDS} - {"peer"}  # peer: PeerTaskRequest
         assert ("args" in request["required"]) == bool(model.get("required"))
         assert request.get("x-protected", False) is task_type.protected
         assert args.get("x-protected", False) is task_type.protected

@@ -7,10 +7,12 @@ import time
 import uuid
 
 import pytest
+from openapi_spec_validator import validate
 
 from flask_tasks.webhooks import generate_secret, parse_secret, signed_headers
 from tests.conftest import same_as_get, wait_for
 from tests.helpers import LiveClient, Pair, free_port, http, start_web
+from tests.test_openapi import body_schema, validator
 
 
 def post_a(pair: Pair, **task: object) -> dict:
@@ -71,66 +73,107 @@ def test_a_cancel_here_cancels_the_task_there(pair):
     assert pair.tasks_b() == [(posted["id"], "cancelled", 1)]
 
 
-# -- the callback endpoint: signed by the peer, once, and recent ---------------------------------
+# -- the callback endpoint: signed by the peer, from the peer's task for ours, once, and recent ------------
 
 
-def callback(client, secret: str, task_id: str, timestamp: int | None = None, **task: object):
-    body = json.dumps(
-        {"id": str(uuid.uuid4()), "idempotency_key": task_id, "status": "done", "result": 42, "error": None, **task}
-    ).encode()
-    headers = signed_headers(parse_secret(secret), f"msg_{task_id}", body, timestamp)
-    return client.post("/peer/b/callback", data=body, headers=headers)
+def callback(client, secret: str, task_id: str, peer_task_id: str, timestamp: int | None = None, **task: object):
+    body = {"id": peer_task_id, "idempotency_key": task_id, "status": "done", "result": 42, "error": None, **task}
+    raw = json.dumps(body).encode()
+    headers = signed_headers(parse_secret(secret), f"msg_{peer_task_id.replace('-', '')}", raw, timestamp)
+    return client.post("/peer/b/callback", data=raw, headers=headers)
 
 
 @pytest.fixture
-def server_a(pair):
-    """Server A under gunicorn, for its callback endpoint; its tasks stay waiting (no handler sends them)."""
-    start_web(pair.processes, pair.port_a, pair.env_a)
-    return LiveClient(pair.a)
+def sent(pair):
+    """A task of A's running on B (a long sleep), and a client of A: (client, task as A shows it)."""
+    pair.start_b()
+    pair.start_a()
+    client = LiveClient(pair.a)
+    posted = client.post("/task", json={"type": "sleep", "args": {"seconds": 60}, "peer": "b"}).get_json()
+    same_as_get(posted, client.get(f"/task/{posted['id']}").get_json())  # peer shown alike in both answers
+    task = wait_for(lambda: (t := client.get(f"/task/{posted['id']}").get_json())["peer"]["task_id"] and t)
+    return client, task
 
 
-def post_waiting(client) -> dict:
-    response = client.post("/task", json={"type": "add", "args": {"x": 1, "y": 1}, "peer": "b"})
-    assert response.status_code == 201
-    return response.get_json()
-
-
-def test_the_same_callback_twice_changes_nothing_the_second_time(pair, server_a):
-    task = post_waiting(server_a)
-    same_as_get(task, server_a.get(f"/task/{task['id']}").get_json())  # peer shown alike in both answers
-    first = callback(server_a, pair.env_b["WEBHOOK_SECRET"], task["id"])
+def test_the_same_callback_twice_changes_nothing_the_second_time(pair, sent):
+    client, task = sent
+    first = callback(client, pair.env_b["WEBHOOK_SECRET"], task["id"], task["peer"]["task_id"])
     assert first.status_code == 200 and first.get_json()["settled"] is True
-    ended = server_a.get(f"/task/{task['id']}").get_json()
+    ended = client.get(f"/task/{task['id']}").get_json()
     assert ended["status"] == "done" and ended["result"] == 42
-    again = callback(server_a, pair.env_b["WEBHOOK_SECRET"], task["id"], result=43)
+    again = callback(client, pair.env_b["WEBHOOK_SECRET"], task["id"], task["peer"]["task_id"], result=43)
     assert again.status_code == 200 and again.get_json()["settled"] is False
-    assert server_a.get(f"/task/{task['id']}").get_json() == ended
+    assert client.get(f"/task/{task['id']}").get_json() == ended
 
 
-def test_a_forged_or_replayed_callback_is_refused_and_changes_nothing(pair, server_a):
-    task = post_waiting(server_a)
-    forged = callback(server_a, generate_secret(), task["id"])
+def test_a_forged_replayed_or_unsigned_callback_is_refused_and_changes_nothing(pair, sent):
+    client, task = sent
+    forged = callback(client, generate_secret(), task["id"], task["peer"]["task_id"])
     assert forged.status_code == 401 and "not signed by peer [b]" in forged.get_json()["message"]
     old = int(time.time()) - 400  # signed with the right secret, but more than 5 minutes ago
-    replayed = callback(server_a, pair.env_b["WEBHOOK_SECRET"], task["id"], timestamp=old)
+    replayed = callback(client, pair.env_b["WEBHOOK_SECRET"], task["id"], task["peer"]["task_id"], timestamp=old)
     assert replayed.status_code == 401
-    unsigned = server_a.post("/peer/b/callback", json={"idempotency_key": task["id"], "status": "done"})
+    unsigned = client.post("/peer/b/callback", json={"idempotency_key": task["id"], "status": "done"})
     assert unsigned.status_code == 401
-    assert server_a.get(f"/task/{task['id']}").get_json()["status"] == "waiting"
+    assert client.post("/peer/nobody/callback", json={}).status_code == 401  # no peer of that name: the same
+    assert client.get(f"/task/{task['id']}").get_json()["status"] == "running"
 
 
-def test_a_callback_for_an_unknown_peer_or_a_task_of_another_peer_changes_nothing(pair, server_a):
-    task = post_waiting(server_a)
-    unknown = server_a.post("/peer/nobody/callback", json={})
-    assert unknown.status_code == 404
-    local = server_a.post("/task", json={"type": "add", "args": {"x": 1, "y": 1}, "delay": 3600}).get_json()
-    answer = callback(server_a, pair.env_b["WEBHOOK_SECRET"], local["id"])
-    assert answer.status_code == 200 and answer.get_json()["settled"] is False  # not b's task to end
-    assert server_a.get(f"/task/{local['id']}").get_json()["status"] == "waiting"
-    assert server_a.get(f"/task/{task['id']}").get_json()["status"] == "waiting"
+def test_only_the_peers_own_task_for_ours_ends_it(pair, sent):
+    """Any client of B can post a task there with our id as its key and our callback as its notify_url,
+    and B signs every callback: only the task B made when we sent ours may end ours."""
+    client, task = sent
+    other = callback(client, pair.env_b["WEBHOOK_SECRET"], task["id"], str(uuid.uuid4()))
+    assert other.status_code == 200 and other.get_json()["settled"] is False
+    local = client.post("/task", json={"type": "add", "args": {"x": 1, "y": 1}, "delay": 3600}).get_json()
+    not_a_peer_task = callback(client, pair.env_b["WEBHOOK_SECRET"], local["id"], task["peer"]["task_id"])
+    assert not_a_peer_task.get_json()["settled"] is False
+    assert client.get(f"/task/{task['id']}").get_json()["status"] == "running"
+    assert client.get(f"/task/{local['id']}").get_json()["status"] == "waiting"
+    bad = client.post(
+        "/peer/b/callback",
+        data=b'{"idempotency_key": 5}',
+        headers=signed_headers(parse_secret(pair.env_b["WEBHOOK_SECRET"]), "msg_x", b'{"idempotency_key": 5}'),
+    )
+    assert bad.status_code == 400
 
 
-def test_an_unknown_peer_is_a_400_at_request_time(server_a):
-    response = server_a.post("/task", json={"type": "add", "args": {}, "peer": "c"})
-    assert response.status_code == 400
-    assert response.get_json()["message"] == "peer [c] is not known; known peers: b"
+def test_an_unknown_peer_is_a_400_at_request_time(pair):
+    start_web(pair.processes, pair.port_a, pair.env_a)
+    status, answer = http("POST", f"{pair.a}/task", {"type": "add", "args": {}, "peer": "c"})
+    assert (status, answer["message"]) == (400, "peer [c] is not known here (PEERS)")
+
+
+def test_a_protected_type_needs_a_token_here_to_be_sent_to_a_peer(pair):
+    start_web(pair.processes, pair.port_a, pair.env_a)
+    status, answer = http("POST", f"{pair.a}/task", {"type": "multiply", "args": {"x": 2, "y": 3}, "peer": "b"})
+    assert status == 401 and "protected" in answer["message"]
+
+
+def test_the_peer_task_types_own_defaults_hold_there(pair):
+    """boom fails on its one attempt (its type's max_attempts=1): A's MAX_ATTEMPTS is not sent along."""
+    pair.start_b()
+    pair.start_a()
+    posted = post_a(pair, type="boom", args={})
+    task = wait_for(lambda: pair.ended_a(posted["id"]))
+    assert task["status"] == "failed" and task["error"]["message"].startswith("RuntimeError")
+    assert pair.tasks_b() == [(posted["id"], "failed", 1)]
+
+
+def test_a_peer_down_until_the_task_expires_fails_it(pair):
+    pair.start_a(MAX_TASK_TIME="3")
+    posted = post_a(pair)
+    task = wait_for(lambda: pair.ended_a(posted["id"]))
+    assert task["status"] == "failed" and "peer b unreachable" in task["error"]["message"]
+
+
+def test_the_document_of_a_server_with_peers_describes_peer_requests(pair):
+    start_web(pair.processes, pair.port_a, pair.env_a)
+    document = http("GET", f"{pair.a}/openapi.json")[1]
+    validate(document)
+    check = validator(document, body_schema(document))
+    for body in ({"type": "hello_world", "args": {"username": "x"}, "peer": "b"}, {"type": "add", "peer": "b"}):
+        assert check.is_valid(body), body
+        assert http("POST", f"{pair.a}/task", body)[0] == 201
+    assert not check.is_valid({"type": "hello_world", "peer": "c"})  # not a peer of A's
+    assert not check.is_valid({"type": "hello_world", "args": {}})  # without a peer, only A's own types

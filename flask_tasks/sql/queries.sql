@@ -5,13 +5,13 @@
 
 -- insert_tasks: store new waiting tasks (one request's, or a batch of single requests) in one statement and return the times PostgreSQL set for each (the rest is what was sent); those whose idempotency key is taken are left out
 INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, subject, expire,
-                   notify_url, notify_status, notify_next, peer)
+                   notify_url, notify_status, notify_next, peer, peer_options)
 SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
        t.subject, greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8),
-       t.notify_url, CASE WHEN t.notify_url IS NOT NULL THEN 'pending' END, now(), t.peer
+       t.notify_url, CASE WHEN t.notify_url IS NOT NULL THEN 'pending' END, now(), t.peer, t.peer_options
 FROM jsonb_to_recordset(%(tasks)s::jsonb) AS t(id uuid, type text, args jsonb, max_attempts int, priority int,
                                                run_at float8, delay float8, timeout float8, idempotency_key text,
-                                               subject text, notify_url text, peer text)
+                                               subject text, notify_url text, peer text, peer_options jsonb)
 CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => t.delay)) AS start) s
 ON CONFLICT (idempotency_key, coalesce(subject, '')) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id::text,
@@ -26,14 +26,14 @@ SELECT {task_columns} FROM tasks WHERE id = %(id)s::uuid AND (subject IS NULL OR
 SELECT {task_columns} FROM tasks
 WHERE idempotency_key = %(idempotency_key)s::text AND coalesce(subject, '') = coalesce(%(subject)s::text, '');
 
--- cancel_task: cancel a waiting task at once, or ask a running one to stop; nothing if it had finished
+-- cancel_task: cancel a waiting task at once, or ask a running one to stop (and a peer task that may have reached its peer: its peer is told); nothing if it had finished
 UPDATE tasks
-SET status = CASE WHEN status = 'waiting' THEN 'cancelled' ELSE status END,
-    finished = CASE WHEN status = 'waiting' THEN now() ELSE finished END,
-    expire = CASE WHEN status = 'waiting' THEN greatest(expire, now() + make_interval(secs => %(keep)s::float8))
-                  ELSE expire END,
+SET status = CASE WHEN status = 'waiting' AND (peer IS NULL OR attempts = 0) THEN 'cancelled' ELSE status END,
+    finished = CASE WHEN status = 'waiting' AND (peer IS NULL OR attempts = 0) THEN now() ELSE finished END,
+    expire = CASE WHEN status = 'waiting' AND (peer IS NULL OR attempts = 0)
+                  THEN greatest(expire, now() + make_interval(secs => %(keep)s::float8)) ELSE expire END,
     cancel_requested = true,
-    run_at = CASE WHEN peer IS NOT NULL AND status = 'running' THEN now() ELSE run_at END  -- tell its peer now
+    run_at = CASE WHEN peer IS NOT NULL THEN now() ELSE run_at END  -- its peer link acts at once
 WHERE id = %(id)s::uuid AND status IN ('waiting', 'running') AND (subject IS NULL OR subject = %(subject)s::text)
 RETURNING {task_columns};
 
@@ -213,32 +213,45 @@ WHERE subject = %(subject)s::text
 ORDER BY tasks.created DESC, tasks.id
 LIMIT %(limit)s::int;
 
--- due_peer_tasks: lock up to `limit` tasks due to be sent to their peer, or asked about there; the lock is held while this transaction talks to the peer, and ends with the connection if the handler dies
-SELECT id::text, peer, peer_task_id, status, type, args, max_attempts, timeout, priority, attempts, cancel_requested
-FROM tasks
-WHERE peer IS NOT NULL AND status IN ('waiting', 'running') AND run_at <= now()
-ORDER BY run_at
-LIMIT %(limit)s::int
-FOR UPDATE SKIP LOCKED;
+-- claim_peer_tasks: take up to `limit` tasks due to be sent to their peer or asked about there, holding each for `lease` seconds: run_at is the lease, and each write of the round checks it is unchanged; a send counts as an attempt
+UPDATE tasks
+SET run_at = now() + make_interval(secs => %(lease)s::float8),
+    attempts = attempts + CASE WHEN status = 'waiting' THEN 1 ELSE 0 END
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE peer IS NOT NULL AND status IN ('waiting', 'running') AND run_at <= now()
+    ORDER BY run_at
+    LIMIT %(limit)s::int
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id::text, peer, peer_task_id, status, type, args, peer_options, cancel_requested, attempts, run_at AS lease;
 
--- peer_task_sent: the peer took the task and runs it; ask about it after `check_in` seconds unless its callback comes first
+-- peer_task_sent: the peer has the task and runs it; ask it again after `check_in` seconds unless its callback comes first; nothing if the round's lease was lost
 UPDATE tasks
 SET status = 'running', peer_task_id = %(peer_task_id)s::text, worker = %(worker)s::text,
     started = coalesce(started, now()), last_error = NULL,
     run_at = now() + make_interval(secs => %(check_in)s::float8)
-WHERE id = %(id)s::uuid;
+WHERE id = %(id)s::uuid AND run_at = %(lease)s::timestamptz AND status IN ('waiting', 'running');
 
--- peer_task_retry: the peer could not be reached or asked: try again in `retry_in` seconds, with the reason as last_error (a send counts as an attempt)
+-- peer_task_retry: the peer could not be reached or answered amiss: try again in `retry_in` seconds with the reason as last_error; a task past its expiry fails with it instead; nothing if the round's lease was lost
 UPDATE tasks
 SET last_error = jsonb_build_object('message', %(message)s::text),
-    attempts = attempts + CASE WHEN status = 'waiting' THEN 1 ELSE 0 END,
+    status = CASE WHEN expire < now() THEN 'failed' ELSE status END,
+    finished = CASE WHEN expire < now() THEN now() END,
+    expire = CASE WHEN expire < now() THEN now() + make_interval(secs => %(keep)s::float8) ELSE expire END,
     run_at = now() + make_interval(secs => %(retry_in)s::float8)
-WHERE id = %(id)s::uuid;
+WHERE id = %(id)s::uuid AND run_at = %(lease)s::timestamptz AND status IN ('waiting', 'running');
 
--- settle_peer_task: end a task its peer ran, with the peer's status, result and error; nothing if it has ended already (a second callback)
+-- fail_peer_task: end a peer task as failed here (the peer refused it or no longer has it, or it is no longer in PEERS); nothing if the round's lease was lost
+UPDATE tasks
+SET status = 'failed', last_error = jsonb_build_object('message', %(message)s::text), finished = now(),
+    expire = greatest(expire, now() + make_interval(secs => %(keep)s::float8))
+WHERE id = %(id)s::uuid AND run_at = %(lease)s::timestamptz AND status IN ('waiting', 'running');
+
+-- settle_peer_task: end a task its peer ran, with the peer's status, result and error: only from the peer's own task for it (the ids must match), and only once
 UPDATE tasks
 SET status = %(status)s::text, result = %(result)s::jsonb, last_error = coalesce(%(error)s::jsonb, last_error),
-    finished = now(), expire = greatest(expire, now() + make_interval(secs => %(keep)s::float8)),
-    peer_task_id = coalesce(peer_task_id, %(peer_task_id)s::text)
-WHERE id = %(id)s::uuid AND peer = %(peer)s::text AND status IN ('waiting', 'running')
+    finished = now(), expire = greatest(expire, now() + make_interval(secs => %(keep)s::float8))
+WHERE id = %(id)s::uuid AND peer = %(peer)s::text AND peer_task_id = %(peer_task_id)s::text
+  AND status IN ('waiting', 'running')
 RETURNING id::text;

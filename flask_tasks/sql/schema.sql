@@ -33,6 +33,7 @@ CREATE TABLE tasks (
     notify_last_error  text,
     peer               text,             -- the peer server (PEERS) that runs it; NULL: a handler here
     peer_task_id       text,             -- its id on that peer, once sent
+    peer_options       jsonb,            -- what the client asked of the peer beside type and args (max_attempts...)
     CONSTRAINT tasks_status_check CHECK (status IN ('waiting', 'running', 'done', 'failed', 'cancelled')),
     CONSTRAINT tasks_notify_status_check CHECK (notify_status IN ('pending', 'delivered', 'failed'))
 ) WITH (
@@ -43,8 +44,8 @@ CREATE TABLE tasks (
     autovacuum_vacuum_cost_delay = 0        -- and let that vacuum run at full speed
 );
 
--- The claim reads waiting tasks, highest priority first, then oldest run_at.
-CREATE INDEX tasks_claim_idx ON tasks (priority DESC, run_at) WHERE status = 'waiting';
+-- The claim reads waiting tasks, highest priority first, then oldest run_at; never those a peer runs.
+CREATE INDEX tasks_claim_idx ON tasks (priority DESC, run_at) WHERE status = 'waiting' AND peer IS NULL;
 -- The rescue reads running tasks whose lease ran out.
 CREATE INDEX tasks_lease_idx ON tasks (lease_until) WHERE status = 'running';
 -- The janitor reads finished tasks past their expiry. Only finished ones: every update

@@ -20,7 +20,9 @@ REF = "#/components/schemas/{model}"
 JSON = "application/json"
 COMPONENT_NAME_INVALID = re.compile(r"[^a-zA-Z0-9._-]")
 # Schemas added after the task types': a model an argument uses never takes their names.
-LATER_SCHEMAS = frozenset({"TaskRequest", "LegacyTaskRequest", "NewTask", "NewTasks", "TokenRequest", "Token", "JWK"})
+LATER_SCHEMAS = frozenset(
+    {"TaskRequest", "PeerTaskRequest", "LegacyTaskRequest", "NewTask", "NewTasks", "TokenRequest", "Token", "JWK"}
+)
 UNAVAILABLE = "The database is unavailable; try again shortly."
 # Every 401 says how to authenticate (RFC 6750).
 BEARER_CHALLENGE = {
@@ -31,6 +33,11 @@ BEARER_CHALLENGE = {
     }
 }
 OPTIONAL_BEARER: list[dict[str, Any]] = [{}, {"bearerAuth": []}]
+# run_at and delay are alternatives: a request with both (not null) is a 400.
+RUN_AT_AND_DELAY = {
+    "required": ["run_at", "delay"],
+    "properties": {"run_at": {"type": "number"}, "delay": {"type": "number"}},
+}
 TASK_ID_PARAMETER = {
     "name": "task_id",
     "in": "path",
@@ -208,18 +215,32 @@ def task_request(task_type: TaskType, args_name: str, options: dict[str, Any]) -
         "title": f"{task_type.name} task",
         "description": description,
         "type": "object",
-        "properties": {"type": {"const": task_type.name}, "args": ref(args_name), **copy.deepcopy(options)},
         "required": ["type", "args"] if args_required else ["type"],
         "additionalProperties": False,
-        # run_at and delay are alternatives: a request with both (not null) is a 400.
-        "not": {
-            "required": ["run_at", "delay"],
-            "properties": {"run_at": {"type": "number"}, "delay": {"type": "number"}},
-        },
+        "not": copy.deepcopy(RUN_AT_AND_DELAY),
     }
     if task_type.protected:
         schema["x-protected"] = True
     return schema
+
+
+def peer_task_request(options: dict[str, Any], peer: dict[str, Any]) -> dict[str, Any]:
+    """A request for a task that a peer server runs: its type and arguments are the peer's to check."""
+    return {
+        "title": "PeerTaskRequest",
+        "description": "A task for a peer server (PEERS) to run. Its type and arguments are checked there; "
+        "a protected type of this server still needs a token here.",
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "args": {"type": "object"},
+            **copy.deepcopy(options),
+            "peer": peer,
+        },
+        "required": ["type", "peer"],
+        "additionalProperties": False,
+        "not": copy.deepcopy(RUN_AT_AND_DELAY),
+    }
 
 
 def task_schemas() -> dict[str, Any]:

@@ -25,23 +25,24 @@ REPLAY_WINDOW = 300.0  # seconds: a callback signed longer ago (or ahead) than t
 def peer_callback(name: str):
     """End the task the peer ran with its status, result and error; a second callback changes nothing."""
     peer = settings().peers.get(name)
-    if peer is None:
-        raise ApiError(404, f"peer [{name}] is not known here (PEERS)")
     raw = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH this raises 413
     try:
+        if peer is None:  # the same answer as a bad signature: the names of the peers are nobody's business
+            raise webhooks.WebhookVerificationError("no such peer")
         webhooks.verify(peer.webhook_secret, request.headers, raw, tolerance=REPLAY_WINDOW)
     except webhooks.WebhookVerificationError as err:
         raise AuthError(401, f"the callback is not signed by peer [{name}]: {err}") from None
     try:
         task = json.loads(raw)
         task_id = str(uuid.UUID(task["idempotency_key"]))  # our task id, sent as its idempotency key
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         raise ApiError(400, "the callback must be a task whose idempotency_key is our task id") from None
-    ended = peers.outcome(task)
+    ended = peers.ending(name, task, settings().max_task_time)
     if ended is None:
         return json_response({"settled": False, "message": "the task has not ended there"})
-    changed = peers.settle(get_db(), settings(), name, task_id, ended)
-    return json_response({"settled": changed, "message": "ended here" if changed else "had ended here already"})
+    # Only the peer's own task for ours ends it (its id must be the one the peer gave when we sent it).
+    changed = peers.settle(get_db(), task_id, ended)
+    return json_response({"settled": changed, "message": "ended here" if changed else "nothing to end here"})
 
 
 def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
@@ -53,7 +54,8 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
     }
     signed = (
         "Signed as Standard Webhooks specify (webhook-id, webhook-timestamp, webhook-signature) with the peer's "
-        "WEBHOOK_SECRET, given here in PEERS; a callback signed more than 5 minutes ago is refused."
+        f"WEBHOOK_SECRET, given here in PEERS; a callback signed more than {REPLAY_WINDOW:.0f} s ago is refused. "
+        "It ends the task only if it comes from the peer's task for it (the id the peer gave when it was sent)."
     )
     paths = {
         "/peer/{name}/callback": {
@@ -69,8 +71,10 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
                 "responses": {
                     "200": json_answer(answer, "Noted: whether it ended the task here."),
                     "400": error("The body is not a task sent for one of ours."),
-                    "401": error("The signature is missing, wrong or too old."),
-                    "404": error("No peer of that name."),
+                    "401": error(
+                        "The signature is missing, wrong or too old, or no peer has that name.",
+                        headers={"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+                    ),
                     "413": error("The body is larger than MAX_CONTENT_LENGTH."),
                     "503": error("The database is unavailable; try again shortly."),
                 },

@@ -122,6 +122,12 @@ def task_type_info() -> dict[str, Any]:
             "protected": {"type": "boolean", "description": "Posting it needs a token that allows it."},
             "require_authorization": {"type": "boolean", "description": "The same as protected (flask-tasks v2)."},
             "memory_limit_mb": {"type": ["integer", "null"]},
+            "source": {
+                "type": "object",
+                "description": "Where the type came from: a module of TASKS_MODULE, or a taskpack (pack, version).",
+                "properties": {"module": {"type": "string"}, "pack": {"type": "string"}, "version": {"type": "string"}},
+                "required": ["module"],
+            },
         },
         "required": ["description", "args", "json_schema", "max_attempts", "timeout", "isolated", "protected"],
     }
@@ -131,6 +137,7 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
     """This blueprint's schemas and paths, with each task type's arguments from the registry."""
     schemas: dict[str, Any] = {**apidoc.task_schemas(), "TaskTypeInfo": task_type_info()}
     options = apidoc.option_schemas()
+    peer_option = options.pop("peer")  # a request with a peer has a form of its own, below
     requests = []
     args_names: dict[str, str] = {}
     for name in registry.names():
@@ -140,6 +147,10 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
         request_name = apidoc.component_name(f"{name}_request", set(schemas) | apidoc.LATER_SCHEMAS)
         schemas[request_name] = apidoc.task_request(task_type, args_name, options)
         requests.append(ref(request_name))
+    if settings.peers:
+        peer = {"type": "string", "enum": sorted(settings.peers), "description": peer_option["description"]}
+        schemas["PeerTaskRequest"] = apidoc.peer_task_request(options, peer)
+        requests.append(ref("PeerTaskRequest"))
     schemas["TaskRequest"] = {
         "title": "TaskRequest",
         "description": "A task type, its arguments and how to run it.",
