@@ -78,6 +78,8 @@ _NON_PUBLIC = _ranges(
 
 
 def _address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> str | None:
+    if ip.is_loopback:  # ::1 lies in ::/96, the IPv4-compatible range, but it is just the loopback
+        return None if allow_private else "a loopback address"
     for net, name in _ALWAYS_REFUSED if allow_private else _ALWAYS_REFUSED + _NON_PUBLIC:
         if ip.version == net.version and ip in net:
             return name

@@ -299,6 +299,9 @@ def test_allow_private_lets_local_addresses_through_but_not_the_rest():
         ("http://169.254.169.254/", "metadata"),
         ("http://169.254.1.1/", "link-local"),
         ("http://[fe80::1]/", "link-local"),
+        ("http://[::ffff:169.254.169.254]/", "IPv4-mapped"),  # would reach the IPv4 metadata address
+        ("http://[::ffff:127.0.0.1]/", "IPv4-mapped"),
+        ("http://[64:ff9b::a9fe:a9fe]/", "NAT64"),
     ]:
         with pytest.raises(UnsafeUrlError, match=reason):
             outbound.check_url(url, allow_private=True, resolve=no_dns)
@@ -516,3 +519,11 @@ def test_post_over_tls_checks_the_certificate_against_the_host_name(tls):
         with pytest.raises(DeliveryError, match="TLS certificate check failed: Hostname mismatch"):
             outbound.post(other, {}, BODY, timeout=2, context=client)
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize("stamp", ["9" * 400, "1" * 5000, "12345678901234"])
+def test_an_absurd_timestamp_is_refused_not_an_error(stamp):
+    secret = webhooks.parse_secret(webhooks.generate_secret())
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": stamp, "webhook-signature": "v1,AAAA"}
+    with pytest.raises(WebhookVerificationError, match="timestamp"):
+        webhooks.verify(secret, headers, b"{}")
