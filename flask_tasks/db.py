@@ -229,8 +229,8 @@ def retry_delay(attempt: int, first: float, longest: float = 3600.0) -> float:
 class OwnConnection:
     """The connection of one thread of a process: opened on first use, and again after a failure or a fork."""
 
-    def __init__(self, settings: Settings, process: str, options: str = "") -> None:
-        self.settings, self.process, self.options = settings, process, options
+    def __init__(self, settings: Settings, process: str, options: str = "", listen: bool = False) -> None:
+        self.settings, self.process, self.options, self.listen = settings, process, options, listen
         self.conn: psycopg2.extensions.connection | None = None
         self.pid = 0
 
@@ -239,6 +239,8 @@ class OwnConnection:
         if self.conn is None or self.conn.closed or self.pid != os.getpid():
             self.conn = open_connection(self.settings, self.process, self.options)
             self.pid = os.getpid()
+            if self.listen:
+                run(self.conn, "listen")
         return self.conn
 
     def drop(self) -> None:

@@ -65,8 +65,7 @@ class Handler(DatabaseThread):
         self.registry = registry
         self.process = f"handler {settings.worker_name}"
         self.types = served_types(registry, settings.handler_tasks, settings.handler_exclude_tasks)
-        self.conn: psycopg2.extensions.connection | None = None
-        self._conn_pid = 0
+        self.db = db.OwnConnection(settings, self.process, db.HANDLER_OPTIONS, listen=settings.listen_notify)
         self.stopping = StopSignal(self.process)
         self.lock = threading.Condition()  # guards the five below
         self.queue: collections.deque[Claimed] = collections.deque()  # claimed, not started

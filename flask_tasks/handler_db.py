@@ -82,8 +82,7 @@ class DatabaseThread:
     settings: Settings
     process: str
     types: list[str]
-    conn: psycopg2.extensions.connection | None
-    _conn_pid: int
+    db: db.OwnConnection
     stopping: StopSignal
     lock: threading.Condition
     queue: collections.deque[Claimed]
@@ -103,18 +102,7 @@ class DatabaseThread:
     deliverer: Deliverer
 
     def _db(self) -> psycopg2.extensions.connection:
-        # Never reuse a connection inherited across fork: check the pid.
-        if self.conn is None or self.conn.closed or self._conn_pid != os.getpid():
-            self.conn = db.open_connection(self.settings, self.process, db.HANDLER_OPTIONS)
-            self._conn_pid = os.getpid()
-            if self.settings.listen_notify:
-                db.run(self.conn, "listen")
-        return self.conn
-
-    def _drop_connection(self) -> None:
-        if self.conn is not None:
-            self.conn.close()  # never raises, even on a dead connection
-        self.conn = None
+        return self.db.get()
 
     def _database_loop(self) -> None:
         heartbeat_every = min(self.settings.lease_seconds / 3, HEARTBEAT_EVERY)
@@ -145,7 +133,7 @@ class DatabaseThread:
                 backoff.reset()
             except Exception as err:  # this thread must outlive any error, or nothing gets written
                 log.warning("%s: database error, retrying: %s", self.process, one_line(err))
-                self._drop_connection()
+                self.db.drop()
                 with self.lock:  # keep them for the next try, in order
                     self.outbox[:0] = items
                 delay = backoff.next()

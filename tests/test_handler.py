@@ -149,7 +149,7 @@ def test_a_completion_whose_claim_was_taken_over_is_not_written(conn, settings, 
     query(conn, "UPDATE tasks SET claim_token = gen_random_uuid(), worker = 'other' WHERE id = %s", (task_id,))
     finished = Finished(claimed, "done", Outcome("done", result="3"), 0.0, 0.0, 0.0)
     also_finished = Finished(kept, "done", Outcome("done", result="4"), 0.0, 0.0, 0.0)
-    handler._exchange(handler.conn, [finished, also_finished], 0)
+    handler._exchange(handler._db(), [finished, also_finished], 0)
     assert claimed.token not in handler.held and kept.token not in handler.held
     row = task_row(conn, task_id)
     assert row["status"] == "running" and row["result"] is None and row["worker"] == "other"
@@ -157,7 +157,7 @@ def test_a_completion_whose_claim_was_taken_over_is_not_written(conn, settings, 
     lines = {line.split(" task ")[1].split()[0]: line for line in caplog.text.splitlines() if " task " in line}
     assert lines[task_id].endswith("(not stored: its claim was taken over)")
     assert lines[kept_id].endswith("done in 0.000 s")
-    handler.conn.close()
+    handler.db.drop()
 
 
 def test_handler_survives_losing_its_database_connection(conn, processes):
@@ -188,7 +188,7 @@ def test_handler_claims_only_types_it_knows(conn, settings, registry, names):
     handler = Handler(settings, only)
     claimed = claim(handler)
     assert [str(row[0]) for row in claimed] == [add_id]
-    handler.conn.close()
+    handler.db.drop()
 
 
 def test_the_claim_keeps_to_the_indexes_after_a_burst_into_an_empty_table(conn, settings, registry):

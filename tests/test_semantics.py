@@ -57,7 +57,7 @@ def test_a_retry_waits_for_its_backoff(conn, settings, registry):
     assert row["status"] == "waiting" and row["attempts"] == 1
     assert 30 * 0.75 - 1 <= row["run_at"] - time.time() <= 30 * 1.25 + 1
     assert claim(handler) == []  # not due yet
-    handler.conn.close()
+    handler.db.drop()
 
 
 def test_retry_delay_grows_exponentially_with_jitter():
@@ -131,7 +131,7 @@ def test_higher_priority_is_claimed_first(conn, settings, registry):
     handler = Handler(settings, registry)
     order = [str(claimed.id) for claimed in claim(handler)]
     assert order == [high, normal, low]
-    handler.conn.close()
+    handler.db.drop()
 
 
 def test_a_delayed_task_waits_until_it_is_due(conn, client, settings, registry):
@@ -144,7 +144,7 @@ def test_a_delayed_task_waits_until_it_is_due(conn, client, settings, registry):
     assert claim(handler) == []
     time.sleep(1.6)
     assert [str(c.id) for c in claim(handler)] == [delayed["id"]]
-    handler.conn.close()
+    handler.db.drop()
 
 
 def test_run_at_and_delay_together_are_refused(client, conn):
@@ -250,7 +250,7 @@ def test_a_cancel_that_comes_before_a_retry_ends_the_task(conn, settings, regist
     handler._exchange(handler._db(), handler.outbox, 0)
     row = task_row(conn, task_id)
     assert row["status"] == "cancelled" and row["attempts"] == 1
-    handler.conn.close()
+    handler.db.drop()
 
 
 def test_a_handler_busy_with_a_long_task_gives_back_the_rest(conn, processes):
