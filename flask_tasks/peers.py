@@ -111,8 +111,10 @@ class PeerLink:
         self.lease = 4 * settings.webhook_timeout + 5
 
     def start(self) -> None:
-        # Even without PEERS: tasks sent to a peer that has since left PEERS must still end.
-        threading.Thread(target=self._loop, name="peers", daemon=True).start()
+        # Only with PEERS: the thread holds a connection of its own. (Tasks of a peer removed from PEERS
+        # are failed by the rounds of the handlers of a server that still has peers.)
+        if self.settings.peers:
+            threading.Thread(target=self._loop, name="peers", daemon=True).start()
 
     def _loop(self) -> None:
         backoff = db.Backoff()
