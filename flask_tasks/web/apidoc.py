@@ -215,9 +215,10 @@ def task_request(task_type: TaskType, args_name: str, options: dict[str, Any]) -
         "title": f"{task_type.name} task",
         "description": description,
         "type": "object",
+        "properties": {"type": {"const": task_type.name}, "args": ref(args_name), **copy.deepcopy(options)},
         "required": ["type", "args"] if args_required else ["type"],
         "additionalProperties": False,
-        "not": copy.deepcopy(RUN_AT_AND_DELAY),
+        "not": copy.deepcopy(RUN_AT_AND_DELAY),  # run_at and delay are alternatives
     }
     if task_type.protected:
         schema["x-protected"] = True
