@@ -23,7 +23,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from flask_tasks.webhooks import generate_secret  # noqa: E402 - after the project is on the path
