@@ -8,7 +8,8 @@ INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idem
                    notify_url, notify_status, notify_next, peer, peer_options)
 SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
        t.subject, greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8),
-       t.notify_url, CASE WHEN t.notify_url IS NOT NULL THEN 'pending' END, now(), t.peer, t.peer_options
+       t.notify_url, CASE WHEN t.notify_url IS NOT NULL THEN 'pending' END,
+       CASE WHEN t.notify_url IS NOT NULL THEN now() END, t.peer, t.peer_options
 FROM jsonb_to_recordset(%(tasks)s::jsonb) AS t(id uuid, type text, args jsonb, max_attempts int, priority int,
                                                run_at float8, delay float8, timeout float8, idempotency_key text,
                                                subject text, notify_url text, peer text, peer_options jsonb)

@@ -8,7 +8,6 @@ from typing import Any
 from flask import Blueprint, g
 
 from flask_tasks import db, enqueue
-from flask_tasks.auth import AuthError
 from flask_tasks.config import Settings
 from flask_tasks.models import ApiError
 from flask_tasks.registry import Registry
@@ -33,28 +32,12 @@ def create_task():
     """One task from a JSON object, or many at once, all or nothing, from a JSON array of them."""
     body = json_body()
     config: Settings = settings()
-    if isinstance(body, list):
-        if not body:
-            raise ApiError(400, "the array of tasks is empty.")
-        if len(body) > config.max_bulk_tasks:
-            raise ApiError(400, f"at most {config.max_bulk_tasks} tasks in one request (MAX_BULK_TASKS).")
-        news = [parse_item(f"task [{index}]: ", item) for index, item in enumerate(body)]
-    else:
-        news = [parse_item("", body)]
+    news = enqueue.parse_new_tasks(body, registry(), config, request_claims(), g.body_bytes)
     stored = enqueue.store_tasks(get_db(), news, config, request_subject())
     answers = [enqueue.legacy_form(task) if new.legacy else task for (task, _), new in zip(stored, news, strict=True)]
     if isinstance(body, list):
         return json_response(answers, 201)
     return json_response(answers[0], 201 if stored[0][1] else 200)
-
-
-def parse_item(where: str, body: Any) -> enqueue.NewTask:
-    """A checked task request; its errors start with `where` (which item of an array)."""
-    try:
-        return enqueue.parse_new_task(body, registry(), settings(), request_claims(), g.body_bytes)
-    except (ApiError, AuthError) as err:
-        err.message = where + err.message
-        raise
 
 
 def find_task(task_id: str) -> dict[str, Any]:
