@@ -88,7 +88,9 @@ def test_the_janitor_keeps_a_task_until_its_delivery_has_ended(
     posted = post(client, receiver.url)
     processes.start("janitor.py", **short)
     processes.start("handler.py", **{**notify_env, **short, "WEBHOOK_BACKOFF": "1"})
-    wait_for(lambda: len(receiver.requests()) >= 2, timeout=30)
+    # The third attempt comes at least 2.25 s after the first (backoff 1 s doubling, -25% jitter at
+    # most): past the task's expiry (MAX_TASK_TIME=1 from when it finished), and 3 s before the fourth.
+    wait_for(lambda: len(receiver.requests()) >= 3, timeout=30)
     # Past its expiry, finished, and still here: its delivery is pending.
     sql = "SELECT status, notify_status, expire < now() FROM tasks WHERE id = %s"
     assert query(conn, sql, (posted["id"],)) == [("done", "pending", True)]
