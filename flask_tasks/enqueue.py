@@ -51,8 +51,6 @@ def parse_new_task(
         raise ApiError(400, request_error(err.errors()[0])) from None
     if request.run_at is not None and request.delay is not None:
         raise ApiError(400, "give run_at or delay, not both.")
-    if request.notify_url is not None:
-        check_notify_url(request.notify_url, settings)
     task_type = registry.get(request.type)
     if task_type is not None and task_type.protected:  # here, or sent to a peer under this server's name
         if claims is None:
@@ -63,14 +61,18 @@ def parse_new_task(
         if request.peer not in settings.peers:
             raise ApiError(400, f"peer [{request.peer}] is not known here (PEERS)")
         check_args_limits(request.args, settings, body_bytes)
-        return NewTask(request, None, request.args, legacy)  # the peer checks the type and its arguments
-    if task_type is None:
-        raise ApiError(400, f"task type [{request.type}] doesnt exist")
-    check_args_limits(request.args, settings, body_bytes)
-    try:
-        return NewTask(request, task_type, task_type.validate(request.args), legacy)
-    except TaskArgsError as err:
-        raise ApiError(400, str(err)) from None
+        new = NewTask(request, None, request.args, legacy)  # the peer checks the type and its arguments
+    else:
+        if task_type is None:
+            raise ApiError(400, f"task type [{request.type}] doesnt exist")
+        check_args_limits(request.args, settings, body_bytes)
+        try:
+            new = NewTask(request, task_type, task_type.validate(request.args), legacy)
+        except TaskArgsError as err:
+            raise ApiError(400, str(err)) from None
+    if request.notify_url is not None:  # last: it resolves the host, the one check that waits on the network
+        check_notify_url(request.notify_url, settings)
+    return new
 
 
 def parse_new_tasks(
