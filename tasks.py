@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from flask_tasks import task
+from flask_tasks import current_task, task
 
 
 @task
@@ -44,6 +44,16 @@ def sleep(seconds: Annotated[float, Field(ge=0, le=3600)]) -> float:
     """Sleep for the given number of seconds and return it."""
     time.sleep(seconds)
     return seconds
+
+
+@task
+def countdown(seconds: Annotated[int, Field(ge=1, le=3600)] = 10) -> str:
+    """Count down one second at a time, reporting the progress at each step."""
+    for done in range(seconds):
+        current_task().progress(done / seconds, f"{seconds - done} s to go")
+        time.sleep(1)
+    current_task().progress(1.0, "lift-off")
+    return "lift-off"
 
 
 @task

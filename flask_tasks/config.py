@@ -9,7 +9,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from dotenv import load_dotenv
 
@@ -110,6 +110,10 @@ class Settings:
     peers: dict[str, Peer]  # peer servers that tasks may be sent to, by name
     public_url: str | None  # this server's base URL as its peers reach it (their callbacks come there)
     peer_check_interval: float  # seconds after sending a task to a peer before asking it, if no callback came
+    operator_password: str | None  # HTTP Basic password for the dashboard, the listing and /metrics
+    stats_interval: float  # seconds between two counts of the tasks by status and type (task_counts)
+    schedule: dict[str, Any]  # periodic tasks from configuration (SCHEDULE): name -> {"task", "cron", "args"}
+    log_format: str  # text or json (one JSON object per line)
 
     @property
     def tasks_modules(self) -> list[str]:
@@ -163,6 +167,23 @@ def _peers() -> dict[str, Peer]:
     return peers
 
 
+def _schedule() -> dict[str, Any]:
+    """SCHEDULE: a JSON object of periodic tasks, {"name": {"task": ..., "cron": ..., "args": {...}}}.
+
+    Only its shape is checked here; flask_tasks.periodic checks the cron expressions and task types.
+    """
+    raw = os.environ.get("SCHEDULE", "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as err:
+        raise ConfigError(f"SCHEDULE is not valid JSON: {err}") from None
+    if not isinstance(value, dict) or not all(isinstance(entry, dict) for entry in value.values()):
+        raise ConfigError('SCHEDULE must be a JSON object: {"name": {"task": "type", "cron": "*/5 * * * *"}}')
+    return value
+
+
 def _pem(variable: str, files_variable: str) -> str | None:
     """PEM text from a variable (literal \\n allowed, as one-line .env values need) or from files."""
     text = os.environ.get(variable, "").strip()
@@ -200,6 +221,9 @@ def load_settings() -> Settings:
     if handler_tasks and handler_exclude:
         raise ConfigError("set HANDLER_TASKS or HANDLER_EXCLUDE_TASKS, not both")
     public_url = env("PUBLIC_URL", "").strip().rstrip("/") or None
+    log_format = env("LOG_FORMAT", "").strip().lower() or "text"
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT={log_format!r} must be text or json")
     peers = _peers()
     if peers and public_url is None:
         raise ConfigError("PEERS needs PUBLIC_URL: this server's base URL, where its peers send their callbacks")
@@ -250,6 +274,10 @@ def load_settings() -> Settings:
         peers=peers,
         public_url=public_url,
         peer_check_interval=_number("PEER_CHECK_INTERVAL", 60.0, float, 0.1),
+        operator_password=env("OPERATOR_PASSWORD", "") or None,
+        stats_interval=_number("STATS_INTERVAL", 10.0, float, 0.1),
+        schedule=_schedule(),
+        log_format=log_format,
     )
 
 

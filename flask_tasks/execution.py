@@ -29,6 +29,40 @@ class TaskInfo(NamedTuple):
     attempt: int
     max_attempts: int
 
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the task is, from 0 to 1, and what it does now: GET /task/<id> shows it.
+
+        Call it as often as you like: the handler writes the latest report at most every half
+        second. ValueError for a fraction that is not a number from 0 to 1.
+        """
+        report = progress_report(fraction, message)
+        if _progress_sink is not None:
+            _progress_sink(str(self.id), report)
+
+
+PROGRESS_MESSAGE_LIMIT = 1000  # characters kept of a progress message
+
+# Where progress reports go: the handler's (set by it), or in an isolated child the pipe to its parent.
+_progress_sink: Callable[[str, dict[str, Any]], None] | None = None
+
+
+def set_progress_sink(sink: Callable[[str, dict[str, Any]], None] | None) -> None:
+    """Send the progress reports of tasks run in this process to `sink(task_id, report)`."""
+    global _progress_sink
+    _progress_sink = sink
+
+
+def progress_report(fraction: float, message: str | None) -> dict[str, Any]:
+    """{"fraction", "message", "updated"} as GET /task/<id> shows it; ValueError for a bad fraction or message."""
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
+        raise ValueError(f"progress: the fraction must be a number from 0 to 1, not {fraction!r}")
+    if message is not None and not isinstance(message, str):
+        raise ValueError(f"progress: the message must be a string or None, not {type(message).__name__}")
+    if message is not None:
+        # PostgreSQL's jsonb holds neither \u0000 nor a lone surrogate (a file name read with surrogateescape).
+        message = message.replace("\x00", "")[:PROGRESS_MESSAGE_LIMIT].encode("utf-8", "replace").decode("utf-8")
+    return {"fraction": float(fraction), "message": message, "updated": time.time()}
+
 
 _current_task: contextvars.ContextVar[TaskInfo | None] = contextvars.ContextVar("current_task", default=None)
 
@@ -211,8 +245,22 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
+class Progress(NamedTuple):
+    """A progress report an isolated child sends its parent, which passes it on to its own sink."""
+
+    task_id: str
+    report: dict[str, Any]
+
+
 def _child(func: Callable[..., Any], args: dict, memory_limit_mb: int | None, out: Any, parent: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    sending = threading.Lock()  # the task's threads may report progress while the outcome is sent
+
+    def send_progress(task_id: str, report: dict[str, Any]) -> None:
+        with sending:
+            out.send(Progress(task_id, report))
+
+    set_progress_sink(send_progress)
     if memory_limit_mb:
         limit = memory_limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -223,11 +271,12 @@ def _child(func: Callable[..., Any], args: dict, memory_limit_mb: int | None, ou
         outcome = Outcome("error", error={"message": f"MemoryError: the task ran out of its memory{limit}"})
     except BaseException as err:
         outcome = Outcome("error", error=error_of(err))
-    try:
-        out.send(outcome)
-    except MemoryError:  # the result itself did not fit under the limit
-        out.send(Outcome("error", error={"message": "MemoryError: the result does not fit the memory limit"}))
-    out.close()
+    with sending:
+        try:
+            out.send(outcome)
+        except MemoryError:  # the result itself did not fit under the limit
+            out.send(Outcome("error", error={"message": "MemoryError: the result does not fit the memory limit"}))
+        out.close()
 
 
 def _death(exitcode: int | None, memory_limit_mb: int | None) -> dict[str, str]:
@@ -262,11 +311,18 @@ def run_isolated(
         while outcome is None:
             if receive.poll(0.02):
                 try:
-                    outcome = receive.recv()
+                    message = receive.recv()
                 except EOFError:  # it died without a word
                     child.join()
                     outcome = Outcome("error", error=_death(child.exitcode, memory_limit_mb))
-            elif cancelled():
+                    break
+                if not isinstance(message, Progress):
+                    outcome = message
+                    break
+                if _progress_sink is not None:
+                    _progress_sink(message.task_id, message.report)
+            # Checked after every message too: a child that reports progress without a pause still stops.
+            if cancelled():
                 outcome = Outcome("cancelled", error=CANCELLED)
             elif deadline is not None and time.monotonic() > deadline:
                 outcome = Outcome("timeout", error=timeout_error(timeout or 0))

@@ -15,11 +15,21 @@ import psycopg2.extensions
 from flask_tasks import db
 from flask_tasks.config import ConfigError, Settings
 from flask_tasks.delivery import Deliverer
-from flask_tasks.execution import CANCELLED, InProcessRunner, Outcome, TaskInfo, error_of, run_isolated, running
+from flask_tasks.execution import (
+    CANCELLED,
+    InProcessRunner,
+    Outcome,
+    TaskInfo,
+    error_of,
+    run_isolated,
+    running,
+    set_progress_sink,
+)
 from flask_tasks.handler_db import Claimed, DatabaseThread, Finished
 from flask_tasks.peers import PeerLink
 from flask_tasks.registry import Registry
 from flask_tasks.stopping import StopSignal, one_line
+from flask_tasks.workers import Presence
 
 log = logging.getLogger("flask_tasks.handler")
 
@@ -75,6 +85,7 @@ class Handler(DatabaseThread):
         self.awaiting_outcomes = False  # the database thread waits on `lock` for an outcome
         self.current: Claimed | None = None  # the task the main thread runs
         self.current_since = 0.0  # time.monotonic() when it started
+        self.current_started = 0.0  # time.time() when it started
         self.task_seconds = 0.001  # moving average of how long a task runs, to size claims
         self.cancelled: set[str] = set()  # claim tokens whose task a client cancelled
         self.stopped = threading.Event()  # the database thread wrote and released everything
@@ -84,6 +95,9 @@ class Handler(DatabaseThread):
         self.deliverer = Deliverer(settings, self.process, self.stopping.event)
         self.peer_link = PeerLink(settings, self.process, self.stopping.event)
         self.last_rescue = 0.0
+        self.presence = Presence("handler", settings.worker_name, self.types)
+        self.progress: dict[str, dict] = {}  # task id -> its latest progress report, not yet written
+        self.progress_written: dict[str, float] = {}  # task id -> time.monotonic() of its last progress write
 
     # -- the main thread ---------------------------------------------------------
 
@@ -95,6 +109,7 @@ class Handler(DatabaseThread):
         # holds the GIL is only asked to give it up when another one is waiting for it.
         sys.setswitchinterval(SWITCH_INTERVAL)
         self.runner = InProcessRunner()
+        set_progress_sink(self._progress_reported)
         threading.Thread(target=self._database_loop, name="database", daemon=True).start()
         self.deliverer.start()
         self.peer_link.start()
@@ -111,7 +126,8 @@ class Handler(DatabaseThread):
                     self.lock.wait_for(lambda: self.queue or self.stopping.is_set(), timeout=0.1)
                 task = self.queue.popleft() if self.queue and not self.stopping.is_set() else None
             if task is not None:
-                started, self.current_since, self.current = time.time(), time.monotonic(), task
+                started, self.current_since = time.time(), time.monotonic()
+                self.current_started, self.current = started, task
                 try:
                     outcome = self._execute(task)
                 except Exception as err:  # the handler's own failure around the task: fail the task, go on
@@ -158,13 +174,23 @@ class Handler(DatabaseThread):
             if task_type is not None and task_type.retry_backoff is not None:
                 first = task_type.retry_backoff
             delay = db.retry_delay(task.attempt, first)
-        finished = Finished(task, status, outcome, delay, started, seconds)
+        # The last report goes with the outcome, however recent the last write.
+        finished = Finished(task, status, outcome, delay, started, seconds, self.progress.pop(task.id, None))
         with self.lock:
             self.outbox.append(finished)
             if self.awaiting_outcomes:  # a notify per task costs more than the task when nobody waits
                 self.lock.notify_all()
         if self.idle:
             self._wake()
+
+    def _progress_reported(self, task_id: str, report: dict) -> None:
+        """A task reported progress (from the main thread, or an isolated child through it): keep the latest.
+
+        Only while it runs: a thread a task left behind may report after its end, and that would stay here.
+        """
+        current = self.current
+        if current is not None and current.id == task_id:
+            self.progress[task_id] = report
 
     def _wake(self) -> None:
         os.write(self.wake_write, b"x")

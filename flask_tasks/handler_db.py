@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from flask_tasks.delivery import Deliverer
     from flask_tasks.execution import InProcessRunner
     from flask_tasks.stopping import StopSignal
+    from flask_tasks.workers import Presence
 
 log = logging.getLogger("flask_tasks.handler")
 
@@ -40,6 +41,7 @@ RESCUE_EVERY = 1.0  # seconds between looks for tasks whose handler died
 HEARTBEAT_EVERY = 1.0  # seconds between lease renewals (and looks for cancel requests), at most
 QUEUE_SECONDS = 0.05  # claim about this much work ahead of the main thread...
 LONG_TASK = 1.0  # ...and give the rest back when a task runs longer than this, for others to take
+PROGRESS_EVERY = 0.5  # seconds between two writes of one task's progress, at least
 
 
 class Claimed(NamedTuple):
@@ -61,6 +63,7 @@ class Finished(NamedTuple):
     delay: float  # before the retry
     started: float  # unix time it started
     seconds: float  # how long it ran
+    progress: dict | None = None  # its last progress report, if not yet written
 
 
 def outcomes_json(items: list[Finished]) -> str:
@@ -69,9 +72,11 @@ def outcomes_json(items: list[Finished]) -> str:
     for item in items:
         error = json.dumps(item.outcome.error) if item.outcome.error is not None else "null"
         result = item.outcome.result if item.outcome.result is not None else "null"
+        progress = json.dumps(item.progress) if item.progress is not None else "null"
         rows.append(
             f'{{"id":"{item.task.id}","token":"{item.task.token}","status":"{item.status}",'
-            f'"result":{result},"error":{error},"delay":{item.delay!r},"started":{item.started!r}}}'
+            f'"result":{result},"error":{error},"delay":{item.delay!r},"started":{item.started!r},'
+            f'"progress":{progress}}}'
         )
     return "[" + ",".join(rows) + "]"
 
@@ -100,13 +105,17 @@ class DatabaseThread:
     runner: InProcessRunner | None
     last_rescue: float
     deliverer: Deliverer
+    presence: Presence
+    progress: dict[str, dict]
+    progress_written: dict[str, float]
+    current_started: float
 
     def _db(self) -> psycopg2.extensions.connection:
         return self.db.get()
 
     def _database_loop(self) -> None:
         heartbeat_every = min(self.settings.lease_seconds / 3, HEARTBEAT_EVERY)
-        next_heartbeat = time.monotonic() + heartbeat_every
+        next_heartbeat = time.monotonic()  # the first round records this process in `workers`
         backoff = db.Backoff()
         while True:
             with self.lock:
@@ -116,9 +125,12 @@ class DatabaseThread:
             try:
                 if done:
                     self._release_held()
+                    self._say_stopped()
                     self.stopped.set()
                     return
                 conn = self._db()
+                if self.progress:
+                    self._write_progress(conn)
                 if items or want:
                     claimed = self._exchange(conn, items, want)
                     items = []
@@ -205,7 +217,7 @@ class DatabaseThread:
                     self._exchange(conn, [item], 0)
                 return self._exchange(conn, [], want) if want else []
             failed = Outcome("error", error={"message": f"the result cannot be stored: {db.error_text(err)}"})
-            items = [items[0]._replace(status="failed", outcome=failed)]
+            items = [items[0]._replace(status="failed", outcome=failed, progress=None)]
             rows = db.run(conn, "store_and_claim", {**params, "outcomes": outcomes_json(items)})
         claimed = [Claimed(*row[1:]) for row in rows if not row[0]]
         with self.lock:
@@ -220,23 +232,48 @@ class DatabaseThread:
         return claimed
 
     def _done(self, items: list[Finished], fenced_off: set[str]) -> None:
-        """Forget these tasks (written, or fenced off) and log one line for each."""
+        """Forget these tasks (written, or fenced off), count those written and log one line for each."""
         if not items:
             return
         with self.lock:
             for item in items:
                 self.held.pop(item.task.token, None)
                 self.cancelled.discard(item.task.token)
+                self.progress_written.pop(item.task.id, None)
+        self.presence.count(
+            (item.task.type, item.status, item.seconds) for item in items if item.task.id not in fenced_off
+        )
+        if not log.isEnabledFor(logging.INFO):
+            return
         taken_over = " (not stored: its claim was taken over)"
         lines = [
             f"{self.process}: task {item.task.id} ({item.task.type}, attempt {item.task.attempt}) {item.status} "
             f"in {item.seconds:.3f} s" + (taken_over if item.task.id in fenced_off else "")
             for item in items
         ]
-        log.info("%s", "\n".join(lines))
+        if self.settings.log_format == "json":  # one object per task, with its id and type as fields
+            for item, line in zip(items, lines, strict=True):
+                log.info("%s", line, extra={"task_id": item.task.id, "task_type": item.task.type})
+        else:  # one record for the batch: a handler may end tens of thousands of tasks a second
+            log.info("%s", "\n".join(lines))
+
+    def _write_progress(self, conn: psycopg2.extensions.connection) -> None:
+        """Write the latest progress report of the running task, at most every PROGRESS_EVERY seconds."""
+        current, now = self.current, time.monotonic()
+        if current is None or now - self.progress_written.get(current.id, 0.0) < PROGRESS_EVERY:
+            return
+        report = self.progress.pop(current.id, None)
+        if report is None:
+            return
+        self.progress_written[current.id] = now
+        db.run(conn, "write_progress", {"id": current.id, "token": current.token, "progress": json.dumps(report)})
 
     def _heartbeat(self, conn: psycopg2.extensions.connection) -> None:
-        """Renew the leases of held tasks; pass on cancel requests; give back the queue behind a long task."""
+        """Record this process alive with its counters; renew the leases of held tasks; pass on cancel
+        requests; give back the queue behind a long task."""
+        current = self.current
+        running = [] if current is None else [{"id": current.id, "type": current.type, "started": self.current_started}]
+        self.presence.beat(conn, running)
         with self.lock:
             current = self.current
             if current is not None and self.queue and time.monotonic() - self.current_since > LONG_TASK:
@@ -255,8 +292,10 @@ class DatabaseThread:
             return
         self.last_rescue = time.monotonic()
         params = {"limit": 1000, "keep": self.settings.max_task_time}
-        for task_id, status in db.run(conn, "rescue_lost_tasks", params):
+        rescued = db.run(conn, "rescue_lost_tasks", params)
+        for task_id, status, _ in rescued:
             log.warning("%s: task %s had lost its handler; now %s", self.process, task_id, status)
+        self.presence.count((task_type, status, None) for _, status, task_type in rescued)
 
     def _release(self, conn: psycopg2.extensions.connection, tokens: list[str], started: Claimed | None = None) -> None:
         """Give these claimed tasks back to the queue. Call with the lock held.
@@ -270,6 +309,13 @@ class DatabaseThread:
             self.held.pop(token, None)
         self.queue = collections.deque(task for task in self.queue if task.token not in tokens)
         log.info("%s: gave back %s tasks it had not started", self.process, len(tokens))
+
+    def _say_stopped(self) -> None:
+        """Record this process gone, with its last counters."""
+        try:
+            self.presence.stop(self._db())
+        except psycopg2.Error as err:
+            log.warning("%s: could not record its stop: %s", self.process, one_line(err))
 
     def _release_held(self) -> None:
         """Give back every task claimed and not finished."""

@@ -70,6 +70,7 @@ class TaskType:
     isolated: bool = False  # run each attempt in a child process
     memory_limit_mb: int | None = None  # address-space limit of that child
     protected: bool = False  # posting it needs a JWT that allows it
+    cron: str | None = None  # enqueued at each tick of this cron expression (flask_tasks.periodic)
     source: Source | None = None  # set by the registry
 
     def validate(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +101,7 @@ class TaskType:
                 entry["default"] = field.default
             args[name] = entry
         options = {"max_attempts": self.max_attempts, "timeout": self.timeout, "isolated": self.isolated}
+        options["cron"] = self.cron
         # "protected" is our word; "require_authorization" is the same, as flask-tasks v2 named it.
         options["protected"] = options["require_authorization"] = self.protected
         if self.isolated:
@@ -155,13 +157,16 @@ class Registry:
         isolated: bool = False,
         memory_limit_mb: int | None = None,
         protected: bool = False,
+        cron: str | None = None,
     ) -> Any:
-        """Decorator: `@task` or `@task(name=..., max_attempts=..., timeout=..., isolated=..., protected=...)`.
+        """Decorator: `@task` or `@task(name=..., max_attempts=..., timeout=..., isolated=..., protected=..., cron=)`.
 
         max_attempts: attempts before the task fails (exceptions, timeouts and lost handlers all count).
         timeout: seconds an attempt may run. retry_backoff: seconds before the first retry, doubling.
         isolated: run each attempt in a child process, killed at the timeout, limited to memory_limit_mb.
         protected: posting the task needs `Authorization: Bearer <JWT>` whose claims allow it.
+        cron: a janitor enqueues the task (with no arguments) at each tick of this cron expression, in UTC;
+        an optional 6th field gives seconds. See flask_tasks.periodic.
         """
         if max_attempts is not None and not 1 <= max_attempts <= 1000:
             raise ValueError("max_attempts must be from 1 to 1000")
@@ -181,7 +186,20 @@ class Registry:
             options = {"max_attempts": max_attempts, "timeout": timeout, "retry_backoff": retry_backoff}
             options |= {"isolated": isolated, "memory_limit_mb": memory_limit_mb, "protected": protected}
             description = doc.split("\n\n")[0]
-            self._types[task_name] = TaskType(task_name, f, _args_model(f), description, **options, source=source)
+            model = _args_model(f)
+            if cron is not None:
+                # Imported here: periodic enqueues through enqueue.py, which imports this module.
+                from flask_tasks.periodic import check_cron
+
+                check_cron(cron, f"task {task_name}")
+                required = [param for param, field in model.model_fields.items() if field.is_required()]
+                if required:
+                    raise TypeError(
+                        f"task {task_name}: cron= enqueues it with no arguments, but it requires {', '.join(required)}"
+                        " (give them defaults, or schedule it with arguments in SCHEDULE)"
+                    )
+            options["cron"] = cron
+            self._types[task_name] = TaskType(task_name, f, model, description, **options, source=source)
             return f
 
         return register(func) if func is not None else register

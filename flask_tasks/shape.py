@@ -86,6 +86,20 @@ FIELDS: tuple[Field, ...] = (
             "required": ["name", "task_id"],
         },
     ),
+    Field(
+        "progress",
+        "progress",
+        {
+            "type": ["object", "null"],
+            "description": "What the task last reported with current_task().progress(); null: nothing yet.",
+            "properties": {
+                "fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                "message": {"type": ["string", "null"]},
+                "updated": {"type": "number", "description": "Unix seconds."},
+            },
+            "required": ["fraction", "message", "updated"],
+        },
+    ),
 )
 FIELD_NAMES: tuple[str, ...] = tuple(field.name for field in FIELDS)
 TASK_COLUMNS_SQL: str = ",\n".join(f"{field.sql} AS {field.name}" for field in FIELDS)
@@ -140,4 +154,5 @@ def new_task(task_id: str, fields: dict[str, Any], times: tuple[int, int, int]) 
         "expire": expire,
         "notify": notify,
         "peer": peer,
+        "progress": None,
     }

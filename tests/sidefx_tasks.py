@@ -164,3 +164,39 @@ def big_result(size: int) -> str:
 def huge_error(size: int) -> None:
     """Fails with a message of `size` characters, for the cap on stored error text."""
     raise ValueError("e" * size)
+
+
+def _steps(steps: int, pause: float) -> int:
+    for i in range(steps):
+        current_task().progress((i + 1) / steps, f"step {i + 1} of {steps}")
+        time.sleep(pause)
+    return steps
+
+
+@task(max_attempts=1)
+def progress_steps(steps: int = 10, pause: float = 0.2) -> int:
+    """Reports its progress after each of `steps` steps of `pause` seconds."""
+    return _steps(steps, pause)
+
+
+@task(isolated=True, max_attempts=1)
+def progress_steps_isolated(steps: int = 10, pause: float = 0.2) -> int:
+    """progress_steps in an isolated child: its reports reach the database through its handler."""
+    return _steps(steps, pause)
+
+
+@task(max_attempts=1)
+def progress_flood(seconds: float = 2.0) -> int:
+    """Reports progress as fast as it can for `seconds`; returns how many reports it made."""
+    start, reports = time.monotonic(), 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        current_task().progress(min(1.0, elapsed / seconds), f"report {reports}")
+        reports += 1
+    return reports
+
+
+@task(max_attempts=1)
+def bad_progress(fraction: float) -> str:
+    """Reports a progress fraction that may be out of range; the task fails with the reason if so."""
+    current_task().progress(fraction)
+    return "reported"

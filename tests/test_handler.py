@@ -15,7 +15,7 @@ from tests.conftest import claim, enqueue, enqueue_many, query, wait_for
 
 
 def task_row(conn, task_id: str) -> dict:
-    return db.run_dicts(conn, "get_task", {"id": task_id, "subject": None})[0]
+    return db.run_dicts(conn, "get_task", {"id": task_id, "subject": None, "operator": True})[0]
 
 
 def finished(conn, task_id: str) -> dict | None:
@@ -99,7 +99,7 @@ def test_a_task_that_keeps_killing_its_handler_fails_after_max_attempts(conn, pr
         assert proc.wait(timeout=30) == -signal.SIGKILL
         assert task_row(conn, task_id)["attempts"] == attempt
     time.sleep(1.2)  # the last lease runs out
-    assert [status for _, status in db.run(conn, "rescue_lost_tasks", {"limit": 10, "keep": 60})] == ["failed"]
+    assert [status for _, status, _ in db.run(conn, "rescue_lost_tasks", {"limit": 10, "keep": 60})] == ["failed"]
     row = task_row(conn, task_id)
     assert row["status"] == "failed" and "attempt 2 was lost" in row["error"]["message"]
 

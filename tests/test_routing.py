@@ -126,7 +126,7 @@ def test_the_tasks_flag_replaces_the_variable(conn, processes):
             [],
             {"HANDLER_TASKS": "add,nope"},
             "flask-tasks: configuration error: HANDLER_TASKS (--tasks) names unknown task types [nope]; "
-            "the known types: add, big_result, ",
+            "the known types: add, bad_progress, big_result, ",
         ),
         (
             ["--exclude-tasks", "mov3d,movie"],

@@ -15,7 +15,7 @@ from tests.conftest import claim, enqueue, query, wait_for
 
 
 def task_row(conn, task_id: str) -> dict:
-    return db.run_dicts(conn, "get_task", {"id": task_id, "subject": None})[0]
+    return db.run_dicts(conn, "get_task", {"id": task_id, "subject": None, "operator": True})[0]
 
 
 def finished(conn, task_id: str) -> dict | None:
