@@ -27,14 +27,17 @@ TOKEN_TYPE = "at+jwt"  # RFC 9068: an access token, so no other kind of JWT pass
 TOKEN_TYPES = ("at+jwt", "application/at+jwt")  # RFC 9068 section 4: both spellings, any case
 MIN_KEY_BITS = 2048
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+# RFC 9068's `scope` claim (space-separated): a token with this one acts for an operator, on every task.
+OPERATOR_SCOPE = "operator"
 
 
 class AuthError(Exception):
     """A request without valid credentials (401) or with credentials that do not allow it (403)."""
 
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None, basic: bool = False) -> None:
         super().__init__(message)
         self.status, self.message, self.retry_after = status, message, retry_after
+        self.basic = basic  # a 401 also offers HTTP Basic (the operator password), so a browser prompts for it
 
 
 def key_id(public_key: RSAPublicKey) -> str:
@@ -115,8 +118,10 @@ def load_keys(settings: Settings) -> Keys:
     return Keys(signing, verifying)
 
 
-def issue_token(keys: Keys, settings: Settings, subject: str, tasks: list[str]) -> tuple[str, int]:
-    """A signed token for `subject` allowing `tasks`, and its expiry (unix seconds)."""
+def issue_token(
+    keys: Keys, settings: Settings, subject: str, tasks: list[str], operator: bool = False
+) -> tuple[str, int]:
+    """A signed token for `subject` allowing `tasks` (and carrying the operator scope if asked), and its expiry."""
     kid, private = keys.signer()
     now = int(time.time())
     exp = now + settings.token_lifetime
@@ -129,6 +134,8 @@ def issue_token(keys: Keys, settings: Settings, subject: str, tasks: list[str]) 
         "exp": exp,
         "allowed_tasks": {name: True for name in tasks},
     }
+    if operator:
+        claims["scope"] = OPERATOR_SCOPE
     token = jwt.encode(claims, private, algorithm=ALGORITHM, headers={"kid": kid, "typ": TOKEN_TYPE})
     return token, exp
 
@@ -175,6 +182,12 @@ def bearer_token(authorization: str | None) -> str | None:
 
 def allows(claims: dict[str, Any], task_name: str) -> bool:
     return claims.get("allowed_tasks", {}).get(task_name) is True
+
+
+def has_scope(claims: dict[str, Any], scope: str) -> bool:
+    """Whether the token's `scope` claim (a space-separated string, RFC 9068) holds `scope`."""
+    value = claims.get("scope")
+    return isinstance(value, str) and scope in value.split()
 
 
 def keys_or_exit(settings: Settings) -> Keys:

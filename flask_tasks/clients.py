@@ -9,7 +9,7 @@ import hmac
 import logging
 import math
 import secrets
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 import psycopg2.extensions
@@ -57,8 +57,15 @@ def decoy_hash() -> str:
     return hash_secret(secrets.token_urlsafe(32))
 
 
-def authenticate(conn: psycopg2.extensions.connection, client_id: str, secret: str) -> list[str]:
-    """The task types a client may run, if the secret is right; AuthError (401, or 429 while slowed) if not.
+class Client(NamedTuple):
+    """What a client's tokens carry: the protected task types they allow, and whether they act for an operator."""
+
+    tasks: list[str]
+    operator: bool
+
+
+def authenticate(conn: psycopg2.extensions.connection, client_id: str, secret: str) -> Client:
+    """What a client's tokens carry, if the secret is right; AuthError (401, or 429 while slowed) if not.
 
     Every request costs one scrypt check, for a known or unknown id alike. The attempt is
     counted before the check, in one statement, so parallel guesses cannot share one count.
@@ -72,11 +79,11 @@ def authenticate(conn: psycopg2.extensions.connection, client_id: str, secret: s
         seconds = max(1, math.ceil(rows[0][0] if rows else 1))
         raise AuthError(429, f"too many failed attempts for this client id; try again in {seconds} s", seconds)
     found = db.run(conn, "get_client", {"name": client_id})
-    stored, tasks = found[0] if found else (decoy_hash(), [])
+    stored, tasks, operator = found[0] if found else (decoy_hash(), [], False)
     if not secret_matches(secret, stored) or not found:
         raise AuthError(401, "wrong client id or secret")
     db.run(conn, "clear_token_failures", {"client_id": client_id})
-    return list(tasks)
+    return Client(list(tasks), bool(operator))
 
 
 # -- flask --app app clients ... --------------------------------------------------------
@@ -103,7 +110,8 @@ def _task_list(value: str, registry: Registry) -> list[str]:
 @clients_cli.command("add")
 @click.argument("name")
 @click.option("--tasks", default="", help="Comma-separated protected task types its tokens allow.")
-def add_client(name: str, tasks: str) -> None:
+@click.option("--operator", is_flag=True, help="Its tokens carry the operator scope: they list and act on every task.")
+def add_client(name: str, tasks: str, operator: bool) -> None:
     """Add a client and print its secret (shown once, stored only as a hash)."""
     if not 1 <= len(name) <= MAX_CLIENT_ID or "\x00" in name or ":" in name:
         raise click.BadParameter(f"a client name has 1 to {MAX_CLIENT_ID} characters and no ':'")
@@ -111,7 +119,12 @@ def add_client(name: str, tasks: str) -> None:
     secret = secrets.token_urlsafe(32)
     conn = _cli_connection()
     try:
-        params: dict[str, Any] = {"name": name, "secret_hash": hash_secret(secret), "tasks": names}
+        params: dict[str, Any] = {
+            "name": name,
+            "secret_hash": hash_secret(secret),
+            "tasks": names,
+            "operator": operator,
+        }
         if not db.run(conn, "add_client", params):
             raise click.ClickException(f"a client named [{name}] exists; remove it first")
     finally:
@@ -119,11 +132,13 @@ def add_client(name: str, tasks: str) -> None:
     click.echo(f"client_id: {name}")
     click.echo(f"client_secret: {secret}")
     click.echo(f"tasks: {','.join(names) or '(none)'}")
+    if operator:
+        click.echo("operator: yes (its tokens list and act on every task)")
 
 
 @clients_cli.command("list")
 def list_clients() -> None:
-    """List the clients and the task types each may run."""
+    """List the clients, the task types each may run, and which are operators."""
     conn = _cli_connection()
     try:
         rows = db.run(conn, "list_clients")
@@ -131,8 +146,8 @@ def list_clients() -> None:
         conn.close()
     if not rows:
         click.echo("no clients; add one with: flask --app app clients add NAME --tasks a,b")
-    for name, tasks, _created in rows:
-        click.echo(f"{name}\t{','.join(tasks) or '(none)'}")
+    for name, tasks, operator, _created in rows:
+        click.echo(f"{name}\t{','.join(tasks) or '(none)'}" + ("\toperator" if operator else ""))
 
 
 @clients_cli.command("remove")

@@ -398,6 +398,7 @@ def test_every_answer_with_a_token_is_documented(settings, registry):
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     app = create_app(dataclasses.replace(settings, jwt_private_pem=pem.decode()), registry)
     client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "192.0.2.10"  # not loopback, which would be an operator's and see every task
     document = get_document(client)
     added = app.test_cli_runner().invoke(args=["clients", "add", "docs-client", "--tasks", "multiply"])
     assert added.exit_code == 0, added.output

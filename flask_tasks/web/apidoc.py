@@ -22,7 +22,11 @@ COMPONENT_NAME_INVALID = re.compile(r"[^a-zA-Z0-9._-]")
 # Schemas added after the task types': a model an argument uses never takes their names.
 LATER_SCHEMAS = frozenset(
     {"TaskRequest", "PeerTaskRequest", "LegacyTaskRequest", "NewTask", "NewTasks", "TokenRequest", "Token", "JWK"}
+    | {"TaskFilters", "TaskPage", "StatusCounts", "WorkerProcess", "WorkerList", "QueueStats"}
 )
+# An operator's request: a token with the operator scope, the operator password (HTTP Basic), or, while
+# neither is configured, nothing from loopback (web/access.py).
+OPERATOR_SECURITY: list[dict[str, Any]] = [{"bearerAuth": []}, {"operatorPassword": []}, {}]
 UNAVAILABLE = "The database is unavailable; try again shortly."
 # Every 401 says how to authenticate (RFC 6750).
 BEARER_CHALLENGE = {

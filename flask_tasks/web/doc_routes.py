@@ -49,7 +49,8 @@ def openapi_document(registry: Registry, settings: Settings, parts: list[Documen
     for part in parts:
         piece = part(registry, settings)
         schemas.update(piece["schemas"])
-        paths.update(piece["paths"])
+        for path, operations in piece["paths"].items():  # two blueprints may serve one path (GET and POST /task)
+            paths.setdefault(path, {}).update(operations)
         tags.extend(piece.get("tags", []))
     paths.update(_paths())
     return {
@@ -69,6 +70,11 @@ def openapi_document(registry: Registry, settings: Settings, parts: list[Documen
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
                     "description": "An access token from POST /token.",
+                },
+                "operatorPassword": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "OPERATOR_PASSWORD as the password (any user name).",
                 },
                 "clientCredentials": {
                     "type": "http",

@@ -39,7 +39,12 @@ def handle_auth_error(err: AuthError):
         headers["WWW-Authenticate"] = 'Bearer realm="flask-tasks", error="insufficient_scope"'
     if err.retry_after is not None:
         headers["Retry-After"] = str(err.retry_after)
-    return jsonify(message=err.message), err.status, headers
+    response = jsonify(message=err.message)
+    response.status_code = err.status
+    response.headers.extend(headers)
+    if err.status == 401 and err.basic:  # RFC 9110 lets a 401 offer several schemes: Bearer stays for tokens
+        response.headers.add("WWW-Authenticate", 'Basic realm="flask-tasks"')
+    return response
 
 
 def security_headers(response):

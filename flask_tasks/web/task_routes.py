@@ -12,6 +12,7 @@ from flask_tasks.config import Settings
 from flask_tasks.models import ApiError
 from flask_tasks.registry import Registry
 from flask_tasks.web import apidoc
+from flask_tasks.web.access import asker
 from flask_tasks.web.apidoc import JSON, error, json_answer, ref
 from flask_tasks.web.pool import get_db
 from flask_tasks.web.request_io import (
@@ -47,8 +48,8 @@ def find_task(task_id: str) -> dict[str, Any]:
     except ValueError:
         raise ApiError(404, f"task [{task_id}] not found: task ids are UUIDs") from None
     # Another subject's task answers as if it did not exist: 404, not 403.
-    subject = request_subject()  # a bad token is a 401 before any database work
-    rows = db.run_dicts(get_db(), "get_task", {"id": key, "subject": subject})
+    who = asker()  # a bad token (or password) is a 401 before any database work
+    rows = db.run_dicts(get_db(), "get_task", {"id": key, "subject": who.subject, "operator": who.operator})
     if not rows:
         seconds = settings().max_task_time
         raise ApiError(404, f"task [{task_id}] not found: it may have expired (tasks are kept {seconds} s)")
@@ -60,10 +61,11 @@ def cancel_task(task_id: str):
     """Cancel a waiting task at once; ask a running one to stop. 409 if it has finished."""
     task = find_task(task_id)
     keep = settings().max_task_time
-    rows = db.run_dicts(get_db(), "cancel_task", {"id": task["id"], "keep": keep, "subject": request_subject()})
-    if not rows:
+    who = asker()
+    params = {"ids": [uuid.UUID(task["id"])], "keep": keep, "subject": who.subject, "operator": who.operator}
+    if not db.run(get_db(), "cancel_task", params):
         raise ApiError(409, f"task [{task_id}] has already finished: it is {task['status']}")
-    return json_response(rows[0])
+    return json_response(find_task(task_id))
 
 
 @tasks.get("/task/<task_id>")
@@ -105,6 +107,10 @@ def task_type_info() -> dict[str, Any]:
             "protected": {"type": "boolean", "description": "Posting it needs a token that allows it."},
             "require_authorization": {"type": "boolean", "description": "The same as protected (flask-tasks v2)."},
             "memory_limit_mb": {"type": ["integer", "null"]},
+            "cron": {
+                "type": ["string", "null"],
+                "description": "When a janitor enqueues it by itself (@task(cron=...)); null: never.",
+            },
             "source": {
                 "type": "object",
                 "description": "Where the type came from: a module of TASKS_MODULE, or a taskpack (pack, version).",

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from pydantic import ValidationError
 
-from flask_tasks.auth import AuthError, Keys, issue_token
+from flask_tasks.auth import OPERATOR_SCOPE, AuthError, Keys, issue_token
 from flask_tasks.clients import authenticate
 from flask_tasks.config import Settings
 from flask_tasks.models import ApiError, TokenRequest, request_error
@@ -53,14 +53,17 @@ def create_token():
     credentials = token_credentials()
     keys: Keys = current_app.extensions[KEYS]
     keys.signer()  # a server that cannot sign says so before any scrypt work
-    tasks = authenticate(get_db(), credentials.client_id, credentials.client_secret)
-    token, exp = issue_token(keys, settings(), credentials.client_id, tasks)
-    response = jsonify(
-        access_token=token,
-        token_type="Bearer",
-        expires_in=exp - int(time.time()),
-        allowed_tasks={name: True for name in tasks},
-    )
+    client = authenticate(get_db(), credentials.client_id, credentials.client_secret)
+    token, exp = issue_token(keys, settings(), credentials.client_id, client.tasks, client.operator)
+    answer: dict[str, Any] = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": exp - int(time.time()),
+        "allowed_tasks": {name: True for name in client.tasks},
+    }
+    if client.operator:
+        answer["scope"] = OPERATOR_SCOPE  # RFC 6749 section 5.1: the scope granted
+    response = jsonify(answer)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -102,6 +105,11 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
                 "token_type": {"const": "Bearer"},
                 "expires_in": {"type": "integer", "description": "Seconds."},
                 "allowed_tasks": ref("AllowedTasks"),
+                "scope": {
+                    "const": OPERATOR_SCOPE,
+                    "description": "Only for an operator client (`clients add NAME --operator`): the token "
+                    "lists and acts on every task (GET /task, retries, bulk actions, the dashboard, /metrics).",
+                },
             },
             "required": ["access_token", "token_type", "expires_in", "allowed_tasks"],
         },
