@@ -14,6 +14,8 @@ threads = _settings.gunicorn_threads
 # honcho stops every process 5 s after the first one exits; Heroku allows 30 s.
 graceful_timeout = 4
 accesslog = None
+# Its own error log in the format LOG_FORMAT names (JSON lines too), built on first use.
+logger_class = "flask_tasks.logs.GunicornLogger"
 
 
 def on_starting(server):

@@ -11,7 +11,19 @@ from flask_tasks.clients import clients_cli, decoy_hash
 from flask_tasks.config import Settings
 from flask_tasks.registry import Registry
 from flask_tasks.startup import start_process
-from flask_tasks.web import errors, nask_routes, peer_routes, pool, request_io, task_routes, token_routes
+from flask_tasks.tasks_cli import tasks_cli
+from flask_tasks.web import (
+    dashboard_routes,
+    errors,
+    list_routes,
+    metrics_routes,
+    nask_routes,
+    peer_routes,
+    pool,
+    request_io,
+    task_routes,
+    token_routes,
+)
 from flask_tasks.web.doc_routes import PARTS_KEY, docs
 from flask_tasks.webhooks import generate_secret
 
@@ -47,16 +59,23 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     )
     app.cli.add_command(clients_cli)
     app.cli.add_command(webhook_secret_cli)
+    app.cli.add_command(tasks_cli)
+    app.register_blueprint(list_routes.listing)
     app.register_blueprint(task_routes.tasks)
     app.register_blueprint(token_routes.tokens)
     app.register_blueprint(nask_routes.nask)
     app.register_blueprint(peer_routes.peer_callbacks)
+    app.register_blueprint(dashboard_routes.dashboard)
+    app.register_blueprint(metrics_routes.metrics)
     app.register_blueprint(docs)
     app.extensions[PARTS_KEY] = [
         task_routes.document_part,
         token_routes.document_part,
         nask_routes.document_part,
         peer_routes.document_part,
+        list_routes.document_part,
+        dashboard_routes.document_part,
+        metrics_routes.document_part,
     ]
     app.teardown_appcontext(pool.close_db)
     errors.register(app)
