@@ -24,6 +24,9 @@ class Sizes:
     bloat_tasks: int  # (g) tasks flowing through at bloat_rate
     bloat_live_rows: int  # (g) the live-row baseline
     repeats: int  # (a), (b), (c): each of their figures in a run is the median of this many measurements
+    metrics_tasks: int = 1_000_000  # (m) tasks stored while /metrics is scraped
+    listing_tasks: int = 1_000_000  # (l) tasks stored while GET /task is asked
+    listing_samples: int = 300  # (l) timed requests of each listing
 
     BATCH_SIZE = 100  # PGQueuer's batch_size everywhere; flask-tasks' handlers run with their defaults
     HTTP_BATCH = 1000  # (c) tasks per request
@@ -56,6 +59,9 @@ QUICK = Sizes(
     bloat_tasks=20_000,
     bloat_live_rows=10_000,
     repeats=1,
+    metrics_tasks=20_000,
+    listing_tasks=20_000,
+    listing_samples=30,
 )
 
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import bloat, drain, enqueue, http_single, janitor_rate, latency, machine, notify_blackhole, plot, report
+from bench import listing as listing_bench
+from bench import metrics as metrics_bench
 from bench.context import FULL, QUICK, Bench, Figures
 from bench.pg import Server
 from bench.procs import PROJECT_DIR
@@ -32,6 +34,8 @@ MEASUREMENTS: dict[str, tuple[Callable[[Bench], Figures], str | None]] = {
     "janitor": (janitor_rate.measure, janitor_rate.__doc__),
     "bloat": (bloat.measure, bloat.__doc__),
     "notify_blackhole": (notify_blackhole.measure, notify_blackhole.__doc__),
+    "metrics": (metrics_bench.measure, metrics_bench.__doc__),
+    "listing": (listing_bench.measure, listing_bench.__doc__),
 }
 
 

@@ -69,6 +69,14 @@ METRICS = [
     Metric("notify_blackhole_hung", "(i) drain of 2 handlers, 1,000 deliveries to a black hole, tasks/s"),
     Metric("notify_blackhole_ratio", "(i) drain ratio black hole / normal", 2),
     Metric("notify_blackhole_held", "(i) connections the black hole held during the drains (fewest seen)"),
+    Metric("metrics_scrape_p50", "(m) GET /metrics p50 with 1,000,000 tasks stored, ms", 2),
+    Metric("metrics_scrape_p99", "(m) GET /metrics p99 with 1,000,000 tasks stored, ms", 2),
+    Metric("metrics_recount_ms", "(m) recount of task_counts (the janitor's, every STATS_INTERVAL), ms", 1),
+    *(
+        Metric(f"listing_{key}_{p}", f"(l) GET /task, page of 50, {label}, {p}, ms", 2)
+        for key, label in (("status_type", "status and type"), ("status", "status only"), ("all", "no filter"))
+        for p in ("p50", "p99")
+    ),
 ]
 DIGITS = {m.key: m.digits for m in METRICS}
 
@@ -237,6 +245,33 @@ TARGETS = [
         "ratio ≥ 0.9",
         _check("notify_blackhole_ratio", lambda r: r >= 0.9),
     ),
+    Target(
+        "(m) GET /metrics p99 with 1,000,000 tasks stored, ms",
+        "metrics_scrape_p99",
+        "the recount behind it (janitor, every STATS_INTERVAL), ms",
+        "metrics_recount_ms",
+        None,
+        "< 100 ms",
+        _check("metrics_scrape_p99", lambda v: v < 100),
+    ),
+    Target(
+        "(l) GET /task p99, page of 50 by status and type, 1,000,000 tasks stored, ms",
+        "listing_status_type_p99",
+        "p50, ms",
+        "listing_status_type_p50",
+        None,
+        "< 20 ms",
+        _check("listing_status_type_p99", lambda v: v < 20),
+    ),
+    Target(
+        "(l) GET /task p99, by status only / no filter, ms",
+        "listing_status_p99",
+        "no filter, ms",
+        "listing_all_p99",
+        None,
+        "—",
+        lambda figures: None,
+    ),
 ]
 
 
@@ -274,6 +309,8 @@ def sizes_text(sizes: Sizes) -> str:
         f" janitor {sizes.janitor_rows:,} rows with a drain of {sizes.janitor_drain_tasks:,};"
         f" bloat flow {sizes.bloat_tasks:,} tasks at {sizes.BLOAT_RATE:,}/s;"
         f" black hole: drains of {sizes.drain_tasks:,} with 1,000 deliveries hanging;"
+        f" /metrics with {sizes.metrics_tasks:,} tasks stored;"
+        f" GET /task with {sizes.listing_tasks:,} tasks stored, {sizes.listing_samples} pages of each listing;"
         f" (a), (b), (c) and (i) measured {sizes.repeats} times in each run, their median taken"
     )
 
