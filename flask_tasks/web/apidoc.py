@@ -27,6 +27,18 @@ LATER_SCHEMAS = frozenset(
 # An operator's request: a token with the operator scope, the operator password (HTTP Basic), or, while
 # neither is configured, nothing from loopback (web/access.py).
 OPERATOR_SECURITY: list[dict[str, Any]] = [{"bearerAuth": []}, {"operatorPassword": []}, {}]
+OPERATOR_TEXT = (
+    "Operators only: a bearer token with the `operator` scope (a client added with "
+    "`clients add NAME --operator`), or HTTP Basic with OPERATOR_PASSWORD as the password; with neither "
+    "configured, a request from loopback that came through no proxy."
+)
+OPERATOR_CHALLENGE = {
+    "WWW-Authenticate": {
+        "description": 'A Bearer challenge, and `Basic realm="flask-tasks"` too when OPERATOR_PASSWORD is set.',
+        "required": True,
+        "schema": {"type": "string", "pattern": "^(Basic|Bearer) "},
+    }
+}
 UNAVAILABLE = "The database is unavailable; try again shortly."
 # Every 401 says how to authenticate (RFC 6750).
 BEARER_CHALLENGE = {

@@ -109,19 +109,6 @@ TAG = {
     "name": "dashboard",
     "description": "What the dashboard shows, for operators: counts, throughput, handlers; and the page itself.",
 }
-OPERATOR_TEXT = (
-    "Operators only: a bearer token with the `operator` scope (a client added with `--operator`), "
-    "HTTP Basic with `OPERATOR_PASSWORD` (any user name), or, when neither is configured, a request "
-    "from loopback that came through no proxy."
-)
-CHALLENGE = {
-    "WWW-Authenticate": {
-        "description": '`Basic realm="flask-tasks"` when OPERATOR_PASSWORD is set (a browser asks for it), '
-        "else a Bearer challenge.",
-        "required": True,
-        "schema": {"type": "string", "pattern": "^(Basic|Bearer) "},
-    }
-}
 UNIX = {"type": "number", "description": "Unix seconds."}
 UNIX_OR_NULL = {"type": ["number", "null"], "description": "Unix seconds."}
 COUNT = {"type": "integer", "minimum": 0}
@@ -240,7 +227,7 @@ def _stats() -> dict[str, Any]:
 
 def _refusals() -> dict[str, Any]:
     return {
-        "401": error("No operator credential: " + OPERATOR_TEXT, headers=CHALLENGE),
+        "401": error("No operator credential: " + apidoc.OPERATOR_TEXT, headers=apidoc.OPERATOR_CHALLENGE),
         "403": error("A credential that is not an operator's, or a cross-site request."),
         "503": error(apidoc.UNAVAILABLE),
     }
@@ -266,7 +253,7 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
                 "tags": ["dashboard"],
                 "operationId": "getStats",
                 "summary": "Counts, throughput and handlers: what the dashboard shows",
-                "description": OPERATOR_TEXT,
+                "description": apidoc.OPERATOR_TEXT,
                 "security": apidoc.OPERATOR_SECURITY,
                 "responses": {
                     "200": json_answer(ref("QueueStats"), "The queue now."),
@@ -280,7 +267,7 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
                 "tags": ["dashboard"],
                 "operationId": "getWorkers",
                 "summary": "The handlers and janitors",
-                "description": "Alive ones first. " + OPERATOR_TEXT,
+                "description": "Alive ones first. " + apidoc.OPERATOR_TEXT,
                 "security": apidoc.OPERATOR_SECURITY,
                 "parameters": [
                     {
@@ -305,7 +292,7 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
                 "operationId": "getDashboard",
                 "summary": "A live page of the queue: counts, throughput, handlers, running and failed tasks",
                 "description": "It reads GET /stats, GET /workers and GET /task every few seconds, and cancels "
-                "and retries tasks. " + OPERATOR_TEXT,
+                "and retries tasks. " + apidoc.OPERATOR_TEXT,
                 "security": apidoc.OPERATOR_SECURITY,
                 "responses": {
                     "200": {"description": "HTML.", "content": {"text/html": {"schema": {"type": "string"}}}},

@@ -102,11 +102,6 @@ def retry_matching():
 
 # -- the API document's part ------------------------------------------------------------
 
-OPERATOR_TEXT = (
-    "Operators only: a bearer token with the `operator` scope (a client added with "
-    "`clients add NAME --operator`), or HTTP Basic with OPERATOR_PASSWORD as the password; with neither "
-    "configured, a request from loopback that came through no proxy."
-)
 FILTER_TEXT = {
     "status": "Statuses, comma-separated (or the parameter repeated): " + ", ".join(shape.STATUSES) + ".",
     "type": "Task types, comma-separated (or the parameter repeated).",
@@ -199,7 +194,7 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
         "operationId": "listTasks",
         "summary": "List tasks, newest first",
         "description": "An operator sees every task; a bearer token without the operator scope sees the tasks "
-        "of its own subject. " + OPERATOR_TEXT + " Pages follow each other by `cursor` (keyset pagination): "
+        "of its own subject. " + apidoc.OPERATOR_TEXT + " Pages follow each other by `cursor` (keyset pagination): "
         "a task added meanwhile neither repeats nor hides another.",
         "security": security,
         "parameters": query,
@@ -243,7 +238,7 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
             "tags": ["tasks"],
             "operationId": operation_id,
             "summary": summary,
-            "description": f"{what} {OPERATOR_TEXT} The work is done in batches of {actions.BATCH} tasks, each "
+            "description": f"{what} {apidoc.OPERATOR_TEXT} The work is done in batches of {actions.BATCH} tasks, each "
             "committed on its own; tasks created after the request began are left alone.",
             "security": security,
             "requestBody": {"required": True, "content": {JSON: {"schema": ref("TaskFilters")}}},

@@ -35,20 +35,6 @@ def get_metrics() -> Response:
 
 # -- the API document's part ------------------------------------------------------------
 
-OPERATOR_TEXT = (
-    "Operators only: a bearer token with the `operator` scope (a client added with `--operator`), "
-    "HTTP Basic with `OPERATOR_PASSWORD` (any user name), or, when neither is configured, a request "
-    "from loopback that came through no proxy."
-)
-
-CHALLENGE = {
-    "WWW-Authenticate": {
-        "description": 'A Bearer challenge, and `Basic realm="flask-tasks"` too when OPERATOR_PASSWORD is set.',
-        "required": True,
-        "schema": {"type": "string", "pattern": "^(Basic|Bearer) "},
-    }
-}
-
 
 def _example() -> str:
     """What a scrape answers for one task type, made by the same code as a real answer."""
@@ -83,7 +69,7 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
     description = (
         "The queue for Prometheus: " + names + ". Counts by status are recounted at most every "
         "STATS_INTERVAL seconds, never on every scrape; the counters are written by the handlers and "
-        "survive restarts. " + OPERATOR_TEXT
+        "survive restarts. " + apidoc.OPERATOR_TEXT
     )
     paths = {
         "/metrics": {
@@ -99,7 +85,7 @@ def document_part(registry: Registry, settings: Settings) -> dict[str, Any]:
                         "content": {"text/plain": {"schema": {"type": "string"}, "example": _example()}},
                     },
                     "400": error("A query parameter: /metrics takes none."),
-                    "401": error("No operator credential: " + OPERATOR_TEXT, headers=CHALLENGE),
+                    "401": error("No operator credential: " + apidoc.OPERATOR_TEXT, headers=apidoc.OPERATOR_CHALLENGE),
                     "403": error("A credential that is not an operator's, or a cross-site request."),
                     "503": error(apidoc.UNAVAILABLE),
                 },
