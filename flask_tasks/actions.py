@@ -54,16 +54,10 @@ def retry_task(
     a token (as for a cancel). ApiError 404 for a task the asker may not see, 409 for one that
     cannot be retried. `keep`: seconds the task is kept from now (MAX_TASK_TIME).
     """
-    try:
-        key = uuid.UUID(task_id)
-    except ValueError:
-        raise ApiError(404, f"task [{task_id}] not found: task ids are UUIDs") from None
+    key = _task_key(task_id)
     asker = {"subject": subject, "operator": operator}
     retried = db.run(conn, "retry_task", {**asker, "ids": [key], "keep": keep, "buckets": _no_buckets()})
-    found = db.run_dicts(conn, "get_task", {**asker, "id": key})
-    if not found:
-        raise ApiError(404, f"task [{task_id}] not found: it may have expired (tasks are kept {keep:g} s)")
-    task = found[0]
+    task = _visible_task(conn, task_id, key, asker, keep)
     if retried:
         return task
     if task["peer"] is not None and task["status"] in RETRYABLE:
@@ -73,6 +67,43 @@ def retry_task(
             "post it again instead",
         )
     raise ApiError(409, f"task [{task_id}] is {task['status']}: only a failed or cancelled task can be retried")
+
+
+def cancel_task(
+    conn: psycopg2.extensions.connection,
+    task_id: str,
+    subject: str | None = None,
+    operator: bool = False,
+    keep: float = 3600.0,
+) -> dict[str, Any]:
+    """Cancel a waiting task at once, or ask a running one to stop; the task as GET shows it afterwards.
+
+    Who may: as for a retry. ApiError 404 for a task the asker may not see, 409 for one that has finished.
+    """
+    key = _task_key(task_id)
+    asker = {"subject": subject, "operator": operator}
+    cancelled = db.run(conn, "cancel_task", {**asker, "ids": [key], "keep": keep})
+    task = _visible_task(conn, task_id, key, asker, keep)
+    if not cancelled:
+        raise ApiError(409, f"task [{task_id}] has already finished: it is {task['status']}")
+    return task
+
+
+def _task_key(task_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(task_id)
+    except ValueError:
+        raise ApiError(404, f"task [{task_id}] not found: task ids are UUIDs") from None
+
+
+def _visible_task(
+    conn: psycopg2.extensions.connection, task_id: str, key: uuid.UUID, asker: dict[str, Any], keep: float
+) -> dict[str, Any]:
+    """The task as GET shows it, if the asker may see it; else ApiError 404."""
+    found = db.run_dicts(conn, "get_task", {**asker, "id": key})
+    if not found:
+        raise ApiError(404, f"task [{task_id}] not found: it may have expired (tasks are kept {keep:g} s)")
+    return found[0]
 
 
 def _branches(

@@ -553,11 +553,7 @@ def cancel(task_id: str, as_json: bool) -> None:
     """Cancel a waiting task at once, or ask a running one to stop (whoever posted it)."""
     key = _task_id(task_id)
     with _connection() as conn:
-        task = _find_task(conn, key)
-        params = {"ids": [uuid.UUID(key)], "keep": _settings().max_task_time, "subject": None, "operator": True}
-        if not db.run(conn, "cancel_task", params):
-            raise click.ClickException(f"task [{key}] has already finished: it is {task['status']}")
-        cancelled = _public(_find_task(conn, key))
+        cancelled = actions.cancel_task(conn, key, operator=True, keep=_settings().max_task_time)
     if as_json:
         _json_out(cancelled)
     elif cancelled["status"] == shape.CANCELLED:

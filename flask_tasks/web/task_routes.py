@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, g
 
-from flask_tasks import db, enqueue
+from flask_tasks import actions, db, enqueue
 from flask_tasks.config import Settings
 from flask_tasks.models import ApiError
 from flask_tasks.registry import Registry
@@ -59,13 +59,9 @@ def find_task(task_id: str) -> dict[str, Any]:
 @tasks.post("/task/<task_id>/cancel")
 def cancel_task(task_id: str):
     """Cancel a waiting task at once; ask a running one to stop. 409 if it has finished."""
-    task = find_task(task_id)
-    keep = settings().max_task_time
-    who = asker()
-    params = {"ids": [uuid.UUID(task["id"])], "keep": keep, "subject": who.subject, "operator": who.operator}
-    if not db.run(get_db(), "cancel_task", params):
-        raise ApiError(409, f"task [{task_id}] has already finished: it is {task['status']}")
-    return json_response(find_task(task_id))
+    who = asker()  # a bad token (or password) is a 401 before any database work
+    task = actions.cancel_task(get_db(), task_id, who.subject, who.operator, settings().max_task_time)
+    return json_response(task)
 
 
 @tasks.get("/task/<task_id>")
