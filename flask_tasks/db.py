@@ -7,6 +7,7 @@ import os
 import random
 import re
 import threading
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -85,12 +86,17 @@ def error_text(err: psycopg2.Error) -> str:
 # For every connection: give up connecting after 5 s; notice a dead peer (a half-open
 # TCP connection after a partition) within about 30 s instead of waiting forever;
 # no statement may run longer than a minute or wait for a lock longer than 10 s.
+# The settings go in the startup packet (`options`), or, where a pooler refuses that,
+# in front of each statement: see connect().
 CONNECT_OPTIONS: dict[str, Any] = {
     "connect_timeout": 5,
     "keepalives": 1,
     "keepalives_idle": 10,
     "keepalives_interval": 5,
     "keepalives_count": 3,
+    # Keepalives stop while data waits unacknowledged: a statement sent into a cut link would
+    # otherwise wait for the kernel's retransmissions to give up (about 15 minutes).
+    "tcp_user_timeout": 30000,
     "options": "-c statement_timeout=60000 -c lock_timeout=10000",
 }
 
@@ -154,15 +160,112 @@ def _execute(cur: psycopg2.extensions.cursor, name: str, params: dict[str, Any] 
 HANDLER_OPTIONS = " -c enable_bitmapscan=off -c enable_seqscan=off"
 
 
+class SetLocalConnection(psycopg2.extensions.connection):
+    """A connection whose settings are set in each statement's own transaction, not at its start.
+
+    For a connection pooler that refuses the `options` startup parameter, such as
+    PgBouncer: in transaction mode a server connection serves another client after
+    each transaction, so a plain SET would leak into theirs. Each statement goes out
+    as `SET LOCAL statement_timeout=60000; ...; <statement>` in one query string: one
+    round trip, run as one transaction (implicit, or the explicit one it is part of),
+    whose SET LOCALs end with it. The cursor returns the last statement's rows.
+    """
+
+    def __init__(self, dsn: str, *args: Any, set_local: str = "", **kwargs: Any) -> None:
+        super().__init__(dsn, *args, **kwargs)
+        self.set_local = set_local
+        self.cursor_factory = SetLocalCursor
+
+
+# Statements that cannot run in a transaction block: they go without the SET LOCALs.
+_OUTSIDE_TRANSACTION = re.compile(r"\s*(?:--[^\n]*\n\s*)*VACUUM\b", re.IGNORECASE)
+
+
+class SetLocalCursor(psycopg2.extensions.cursor):
+    """A cursor that sends its connection's SET LOCALs in front of each statement."""
+
+    def execute(self, query: Any, vars: Any = None) -> None:  # noqa: A002 (psycopg2's name)
+        if isinstance(query, str) and not _OUTSIDE_TRANSACTION.match(query):
+            query = self.connection.set_local + query
+        super().execute(query, vars)
+
+
+_SETTING = re.compile(r"-c\s*(\w+)=(\S+)")
+
+
+def set_local(options: str) -> str:
+    """The settings of an `options` string ("-c name=value ...") as SET LOCAL statements, to go in front of one."""
+    return "".join(f"SET LOCAL {name}={value}; " for name, value in _SETTING.findall(options))
+
+
+# The URLs whose server refused the `options` startup parameter (a pooler), as this process found:
+# it connects to them without it, at once, and sets the settings with SET LOCAL (see SetLocalConnection).
+_options_refused: set[str] = set()
+
+
+def connect_arguments(url: str, prepare: bool = False, options: str = "") -> dict[str, Any]:
+    """psycopg2.connect's keyword arguments (but `url` and application_name) for a connection to `url`
+    with CONNECT_OPTIONS' settings plus `options` (more "-c name=value")."""
+    settings = CONNECT_OPTIONS["options"] + options
+    if url in _options_refused:
+        # No prepared statements: behind transaction pooling another client's PREPARE may be
+        # there ("already exists") and ours may not ("does not exist").
+        factory: Any = partial(SetLocalConnection, set_local=set_local(settings))
+        return {**{k: v for k, v in CONNECT_OPTIONS.items() if k != "options"}, "connection_factory": factory}
+    factory = PreparingConnection if prepare else psycopg2.extensions.connection
+    return {**CONNECT_OPTIONS, "options": settings, "connection_factory": factory}
+
+
+def _refuses_options(err: psycopg2.OperationalError) -> bool:
+    # PgBouncer: "FATAL:  unsupported startup parameter: options"
+    return "startup parameter: options" in str(err)
+
+
 def connect(
     url: str, application_name: str, prepare: bool = False, options: str = ""
 ) -> psycopg2.extensions.connection:
-    """An autocommit connection: each statement commits on its own."""
-    factory = PreparingConnection if prepare else psycopg2.extensions.connection
-    settings = {**CONNECT_OPTIONS, "options": CONNECT_OPTIONS["options"] + options}
-    conn = psycopg2.connect(url, application_name=application_name, connection_factory=factory, **settings)
+    """An autocommit connection: each statement commits on its own.
+
+    Where the server refuses the settings at connection start (PgBouncer in its stock
+    configuration) or drops them (PgBouncer with `ignore_startup_parameters = options`),
+    connect again without them and set them in each statement's transaction instead,
+    and do so at once from then on in this process.
+    """
+    if url not in _options_refused:
+        try:
+            conn = psycopg2.connect(url, application_name=application_name, **connect_arguments(url, prepare, options))
+        except psycopg2.OperationalError as err:
+            if not _refuses_options(err):
+                raise
+            what = "refused"
+        else:
+            conn.autocommit = True
+            if _settings_taken(conn):
+                return conn
+            conn.close()
+            what = "ignored"
+        _options_refused.add(url)
+        log.log(
+            logging.WARNING if prepare else logging.INFO,
+            "%s: the server %s the `options` startup parameter (a pooler such as PgBouncer?): connecting "
+            "without it; statement_timeout, lock_timeout and the planner settings go with SET LOCAL in front of "
+            "each statement instead%s",
+            application_name,
+            what,
+            "; PREPARE_STATEMENTS=true is ignored: prepared statements do not survive transaction pooling"
+            if prepare
+            else "",
+        )
+    conn = psycopg2.connect(url, application_name=application_name, **connect_arguments(url, prepare, options))
     conn.autocommit = True
     return conn
+
+
+def _settings_taken(conn: psycopg2.extensions.connection) -> bool:
+    """Whether the settings sent at connection start are in effect (a pooler may drop them silently)."""
+    with conn.cursor() as cur:  # not prepared: behind a pooler a PREPARE would land on a shared connection
+        cur.execute(QUERIES["settings_from_client"])
+        return bool(cur.fetchone()[0])
 
 
 def migrate(conn: psycopg2.extensions.connection) -> int:
@@ -248,6 +351,14 @@ class OwnConnection:
         if self.conn is None or self.conn.closed or self.pid != os.getpid():
             self.conn = open_connection(self.settings, self.process, self.options)
             self.pid = os.getpid()
+            if self.listen and isinstance(self.conn, SetLocalConnection):
+                # Through a pooler (see connect()): in transaction mode the LISTEN would stay on a
+                # server connection that serves other clients, and no notification would reach us.
+                log.warning(
+                    "%s: LISTEN_NOTIFY=true is ignored through a pooler: it looks for tasks every POLL_INTERVAL",
+                    self.process,
+                )
+                self.listen = False
             if self.listen:
                 run(self.conn, "listen")
         return self.conn

@@ -145,6 +145,9 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'waiting' END,
     worker = NULL, claim_token = NULL, lease_until = NULL, started = NULL
 WHERE claim_token = ANY(%(tokens)s::text[]::uuid[]) AND status = 'running';
 
+-- settings_from_client: whether statement_timeout came from the connection's startup packet (a pooler may drop it)
+SELECT source = 'client' FROM pg_settings WHERE name = 'statement_timeout';
+
 -- listen: be told (by the tasks_notify trigger) when tasks are inserted
 LISTEN flask_tasks;
 

@@ -32,14 +32,14 @@ class ConnectionPool:
                 url = db.database_url(self.settings, "web")
                 db.open_connection(self.settings, "web").close()  # the schema, once per process
                 # As many connections as threads, kept open (a pool with minconn=0 closes each one it gets back).
+                # Connected as db.connect() connects (that first connection found out whether through a pooler).
                 threads = self.settings.gunicorn_threads
                 self._pool = psycopg2.pool.ThreadedConnectionPool(
                     threads,
                     threads,
                     url,
                     application_name="flask-tasks web",
-                    connection_factory=db.PreparingConnection if self.settings.prepare_statements else None,
-                    **db.CONNECT_OPTIONS,
+                    **db.connect_arguments(url, self.settings.prepare_statements),
                 )
                 self._pid = os.getpid()
             return self._pool
