@@ -36,6 +36,7 @@ log = logging.getLogger("flask_tasks.handler")
 HARD_EXIT = 4.8  # seconds after SIGTERM/SIGINT when a handler exits whatever it is doing (honcho waits 5)
 QUICK = " -c statement_timeout=500"  # for the last writes before that exit
 SWITCH_INTERVAL = 0.0005  # seconds a thread waits for the GIL before asking for it (Python's default: 0.005)
+LEASE_CHECK = 0.2  # seconds between two looks for held tasks whose lease may have run out
 
 
 def served_types(registry: Registry, only: list[str], exclude: list[str]) -> list[str]:
@@ -77,10 +78,14 @@ class Handler(DatabaseThread):
         self.types = served_types(registry, settings.handler_tasks, settings.handler_exclude_tasks)
         self.db = db.OwnConnection(settings, self.process, db.HANDLER_OPTIONS, listen=settings.listen_notify)
         self.stopping = StopSignal(self.process)
-        self.lock = threading.Condition()  # guards the five below
+        self.lock = threading.Condition()  # guards the eight below
         self.queue: collections.deque[Claimed] = collections.deque()  # claimed, not started
         self.outbox: list[Finished] = []  # finished, not written
-        self.held: dict[str, str] = {}  # claim token -> task id: claimed, outcome not written
+        # Claimed, outcome not written: claim token -> time.monotonic() when its lease may run out
+        # (when the statement that claimed or last renewed it was sent, plus LEASE_SECONDS).
+        self.held: dict[str, float] = {}
+        self.abandoned: set[str] = set()  # held tokens whose lease may have run out: not to be run
+        self.give_back: list[str] = []  # taken off the queue unstarted, to be released (handler_db._give_back)
         self.main_done = False  # the main thread has stopped taking tasks
         self.awaiting_outcomes = False  # the database thread waits on `lock` for an outcome
         self.current: Claimed | None = None  # the task the main thread runs
@@ -114,6 +119,7 @@ class Handler(DatabaseThread):
         self.deliverer.start()
         self.peer_link.start()
         threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
+        threading.Thread(target=self._watch_leases, name="leases", daemon=True).start()
         log.info("%s: ready for task types %s", self.process, ", ".join(self.types))
         skipped = [name for name in self.registry.names() if name not in self.types]
         if skipped:  # say so: tasks of these types wait for another handler
@@ -125,9 +131,10 @@ class Handler(DatabaseThread):
                 if not self.queue:
                     self.lock.wait_for(lambda: self.queue or self.stopping.is_set(), timeout=0.1)
                 task = self.queue.popleft() if self.queue and not self.stopping.is_set() else None
+                if task is not None:  # under the lock, so that _watch_leases sees every task that runs
+                    started, self.current_since = time.time(), time.monotonic()
+                    self.current_started, self.current = started, task
             if task is not None:
-                started, self.current_since = time.time(), time.monotonic()
-                self.current_started, self.current = started, task
                 try:
                     outcome = self._execute(task)
                 except Exception as err:  # the handler's own failure around the task: fail the task, go on
@@ -143,12 +150,12 @@ class Handler(DatabaseThread):
         return 0
 
     def _execute(self, task: Claimed) -> Outcome:
-        if task.token in self.cancelled:
+        if task.token in self.cancelled or task.token in self.abandoned:
             return Outcome("cancelled", error=CANCELLED)
         task_type = self.registry.get(task.type)
         assert task_type is not None and self.runner is not None  # the claim only takes known types
         with running(TaskInfo(task.id, task.type, task.attempt, task.max_attempts)):
-            cancelled = lambda: task.token in self.cancelled  # noqa: E731
+            cancelled = lambda: task.token in self.cancelled or task.token in self.abandoned  # noqa: E731
             if task_type.isolated:
                 return run_isolated(task_type.func, task.args, task.timeout, task_type.memory_limit_mb, cancelled)
             return self.runner.run(task_type.func, task.args, task.timeout, cancelled)
@@ -158,6 +165,10 @@ class Handler(DatabaseThread):
         self.task_seconds = 0.8 * self.task_seconds + 0.2 * seconds
         delay = 0.0
         limit = self.settings.max_result_bytes
+        if outcome.kind == "cancelled" and task.token in self.abandoned and task.token not in self.cancelled:
+            # Stopped by _watch_leases, not by a client: a lost attempt, as rescue_lost_tasks records one.
+            message = f"attempt {task.attempt} was stopped: its handler could not renew its lease in time"
+            outcome = Outcome("error", error={"message": message})
         if outcome.kind == "done" and outcome.result is not None and len(outcome.result) > limit:
             # The same input would give the same result again: fail now rather than retry.
             # (json.dumps escapes every non-ASCII character, so its length is in bytes.)
@@ -194,6 +205,43 @@ class Handler(DatabaseThread):
 
     def _wake(self) -> None:
         os.write(self.wake_write, b"x")
+
+    def _watch_leases(self) -> None:
+        """Stop running tasks whose lease may have run out: another handler may have taken them.
+
+        The database thread renews the leases; when it has not managed to for LEASE_SECONDS (a cut
+        link, a stalled connection), or learns that a task was taken over, this handler cannot know
+        who runs its tasks now. A thread of its own, since the database thread may hang in a call
+        for as long as the link is down. The tasks claimed and not started are dropped (given back
+        once the database answers, if still this handler's); the running one is interrupted as a
+        cancel would, and written as a lost attempt: fenced off if the task was taken over.
+        """
+        while not self.stopped.wait(LEASE_CHECK):
+            self._check_leases()
+
+    def _check_leases(self) -> None:
+        """One look: give up the held tasks whose lease may have run out; interrupt the current one if given up."""
+        now = time.monotonic()
+        with self.lock:
+            lost = [token for token, until in self.held.items() if until <= now and token not in self.abandoned]
+            self.abandoned.update(lost)
+            dropped = [task.token for task in self.queue if task.token in self.abandoned]
+            if dropped:
+                self.queue = collections.deque(task for task in self.queue if task.token not in self.abandoned)
+                self.give_back.extend(dropped)
+            current = self.current
+        stop_now = current is not None and current.token in lost
+        if stop_now or dropped:
+            log.warning(
+                "%s: lost touch with its leases (not renewed for LEASE_SECONDS=%g s, or taken over): "
+                "another handler may run these tasks now; %sdropping %s claimed and not started",
+                self.process,
+                self.settings.lease_seconds,
+                f"stopping task {current.id} ({current.type}, attempt {current.attempt}); " if stop_now else "",
+                len(dropped),
+            )
+        if current is not None and current.token in self.abandoned and self.runner is not None:
+            self.runner.interrupt()  # again at every look until the task stops
 
     def _watchdog(self) -> None:
         """After a stop request: if the current task runs past the grace period, give it back and leave.

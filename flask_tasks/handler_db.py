@@ -92,7 +92,9 @@ class DatabaseThread:
     lock: threading.Condition
     queue: collections.deque[Claimed]
     outbox: list[Finished]
-    held: dict[str, str]
+    held: dict[str, float]
+    abandoned: set[str]
+    give_back: list[str]
     main_done: bool
     awaiting_outcomes: bool
     current: Claimed | None
@@ -129,6 +131,8 @@ class DatabaseThread:
                     self.stopped.set()
                     return
                 conn = self._db()
+                if self.give_back:
+                    self._give_back(conn)
                 if self.progress:
                     self._write_progress(conn)
                 if items or want:
@@ -201,6 +205,7 @@ class DatabaseThread:
 
     def _exchange(self, conn: psycopg2.extensions.connection, items: list[Finished], want: int) -> list[Claimed]:
         """Write these outcomes and claim up to `want` tasks, in one statement; queue the claimed ones."""
+        sent = time.monotonic()  # the leases of the claimed tasks run from about now
         params = {
             "outcomes": outcomes_json(items),
             "types": self.types,
@@ -221,7 +226,7 @@ class DatabaseThread:
             rows = db.run(conn, "store_and_claim", {**params, "outcomes": outcomes_json(items)})
         claimed = [Claimed(*row[1:]) for row in rows if not row[0]]
         with self.lock:
-            self.held.update((task.token, task.id) for task in claimed)
+            self.held.update((task.token, sent + self.settings.lease_seconds) for task in claimed)
             if not (self.main_done or self.stopping.is_set()):  # else they are released with the rest
                 self.queue.extend(claimed)
                 self.lock.notify_all()
@@ -238,6 +243,7 @@ class DatabaseThread:
         with self.lock:
             for item in items:
                 self.held.pop(item.task.token, None)
+                self.abandoned.discard(item.task.token)
                 self.cancelled.discard(item.task.token)
                 self.progress_written.pop(item.task.id, None)
         self.presence.count(
@@ -277,12 +283,21 @@ class DatabaseThread:
         with self.lock:
             current = self.current
             if current is not None and self.queue and time.monotonic() - self.current_since > LONG_TASK:
-                self._release(conn, [task.token for task in self.queue])
+                self.give_back.extend(task.token for task in self.queue)
+                self.queue.clear()
+        if self.give_back:
+            self._give_back(conn)
+        with self.lock:
             tokens = list(self.held)
         if not tokens:
             return
+        sent = time.monotonic()
         rows = db.run(conn, "extend_leases", {"tokens": tokens, "lease": self.settings.lease_seconds})
+        renewed = {str(token) for token, _ in rows}
         with self.lock:
+            for token in tokens:
+                if token in self.held:  # one not renewed is no longer this handler's: stop it now
+                    self.held[token] = sent + self.settings.lease_seconds if token in renewed else 0.0
             self.cancelled.update(str(token) for token, cancel_requested in rows if cancel_requested)
         if current is not None and current.token in self.cancelled and self.runner is not None:
             self.runner.interrupt()  # again at every heartbeat until the task stops
@@ -298,17 +313,32 @@ class DatabaseThread:
         self.presence.count((task_type, status, None) for _, status, task_type in rescued)
 
     def _release(self, conn: psycopg2.extensions.connection, tokens: list[str], started: Claimed | None = None) -> None:
-        """Give these claimed tasks back to the queue. Call with the lock held.
+        """Give these claimed tasks back to the queue. Call with them off self.queue, or with the lock held,
+        so that the main thread cannot start one meanwhile.
 
         The attempt is undone for those that never started; `started`, the task
         that ran, keeps it, so its next run sees the next attempt number.
+        release_tasks leaves alone the rows another handler has taken meanwhile.
         """
         keep = [started.token] if started is not None else []
         db.run(conn, "release_tasks", {"tokens": tokens, "started": keep, "keep": self.settings.max_task_time})
-        for token in tokens:
-            self.held.pop(token, None)
-        self.queue = collections.deque(task for task in self.queue if task.token not in tokens)
+        released = set(tokens)
+        with self.lock:
+            for token in tokens:
+                self.held.pop(token, None)
+                self.abandoned.discard(token)
+            self.queue = collections.deque(task for task in self.queue if task.token not in released)
+            self.give_back = [token for token in self.give_back if token not in released]
         log.info("%s: gave back %s tasks it had not started", self.process, len(tokens))
+
+    def _give_back(self, conn: psycopg2.extensions.connection) -> None:
+        """Release the tasks taken off the queue unstarted: those behind a long task, and those dropped
+        when their lease may have run out (Handler._watch_leases).
+
+        Without the lock: the call may hang for as long as a link is down, and the main thread
+        and _watch_leases must not hang with it.
+        """
+        self._release(conn, list(self.give_back))
 
     def _say_stopped(self) -> None:
         """Record this process gone, with its last counters."""

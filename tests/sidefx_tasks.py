@@ -20,7 +20,7 @@ _conn_pid = None
 
 def _db():
     global _conn, _conn_pid
-    if _conn is None or _conn_pid != os.getpid():
+    if _conn is None or _conn.closed or _conn_pid != os.getpid():  # a dropped connection: open another
         _conn = psycopg2.connect(os.environ["DATABASE_URL"])
         _conn.autocommit = True
         _conn_pid = os.getpid()
