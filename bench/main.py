@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import bloat, drain, enqueue, http_single, janitor_rate, latency, machine, notify_blackhole, plot, report
+from bench import hosts as hosts_bench
 from bench import listing as listing_bench
 from bench import metrics as metrics_bench
 from bench.context import FULL, QUICK, Bench, Figures
@@ -36,6 +37,7 @@ MEASUREMENTS: dict[str, tuple[Callable[[Bench], Figures], str | None]] = {
     "notify_blackhole": (notify_blackhole.measure, notify_blackhole.__doc__),
     "metrics": (metrics_bench.measure, metrics_bench.__doc__),
     "listing": (listing_bench.measure, listing_bench.__doc__),
+    "hosts": (hosts_bench.measure, hosts_bench.__doc__),
 }
 
 
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     text = report.render(runs, machine_lines, sizes, bench.notes, descriptions)
     report.write(args.out / "BENCHMARKS.md", text)
     plot.plot_drain(median, sizes.handler_counts, args.out / "drain.png")
+    if "hosts" in args.only:  # (n): docs/hosts.png, and what limits each point
+        hosts_bench.finish(median, args.out, args.quick)
 
     print("\n" + report.summary_table(median), flush=True)
     print(f"\nwrote {args.out / 'BENCHMARKS.md'} and {args.out / 'drain.png'} in {time.monotonic() - began:.0f} s")

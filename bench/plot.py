@@ -30,3 +30,34 @@ def plot_drain(figures: Figures, counts: tuple[int, ...], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+# (n) the hosts measurement's lines: figure key part, label, line style
+HOSTS_LINES = (
+    ("loop", "on the host, no proxy (0 ms)", "o-"),
+    ("proxy0", "3 namespaces, proxy, +0 ms", "x:"),
+    ("2ms", "3 namespaces, proxy, +2 ms RTT", "s-"),
+    ("10ms", "3 namespaces, proxy, +10 ms RTT", "^-"),
+)
+
+
+def plot_hosts(figures: Figures, counts: tuple[int, ...], path: Path) -> None:
+    """docs/hosts.png: tasks/s against handlers spread over 3 network namespaces, one line per RTT."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for key, label, style in HOSTS_LINES:
+        points = [(n, figures.get(f"hosts_{key}_{n}")) for n in counts]
+        xs = [n for n, value in points if value is not None]
+        ys = [value for _, value in points if value is not None]
+        if xs:
+            ax.plot(xs, ys, style, label=label)
+    ax.set_xlabel("handler processes")
+    ax.set_ylabel("no-op tasks per second")
+    ax.set_xticks(list(counts))
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title("Drain rate across hosts (no-op tasks; handler defaults)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import hosts
 from bench.context import Figures, Sizes
 
 PROFILE_HEADER = "## Profile and changes"
@@ -77,6 +78,7 @@ METRICS = [
         for key, label in (("status_type", "status and type"), ("status", "status only"), ("all", "no filter"))
         for p in ("p50", "p99")
     ),
+    *(Metric(*row) for row in hosts.METRICS),
 ]
 DIGITS = {m.key: m.digits for m in METRICS}
 
@@ -264,6 +266,15 @@ TARGETS = [
         _check("listing_status_type_p99", lambda v: v < 20),
     ),
     Target(
+        "(n) drain across hosts, 4 handlers, 10 ms RTT added, tasks/s",
+        "hosts_10ms_4",
+        "4 handlers on loopback, tasks/s",
+        "hosts_loop_4",
+        "hosts_ratio_10ms_4",
+        "≥ 0.5",
+        _check("hosts_ratio_10ms_4", lambda v: v >= 0.5),
+    ),
+    Target(
         "(l) GET /task p99, by status only / no filter, ms",
         "listing_status_p99",
         "no filter, ms",
@@ -366,6 +377,16 @@ def render(runs: list[Figures], machine: list[str], sizes: Sizes, notes: list[st
         "![drain rate against handler count](drain.png)",
         "",
     ]
+    if any(key.startswith("hosts_") and value is not None for key, value in median.items()):
+        counts, modes = hosts.FULL_SIZES.handler_counts, hosts.FULL_SIZES.modes
+        parts += [
+            "![drain rate across hosts against handler count, by round trip added](hosts.png)",
+            "",
+            "(n) what limits each point (medians):",
+            "",
+            hosts.limits_table(median, counts, modes),
+            "",
+        ]
     if notes:
         parts += ["Notes:", "", *(f"- {note}" for note in notes), ""]
     parts += ["## Every run", "", raw_table(runs, median), "", "## What is measured", ""]
