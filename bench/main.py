@@ -21,6 +21,7 @@ from bench import bloat, drain, enqueue, http_single, janitor_rate, latency, mac
 from bench import hosts as hosts_bench
 from bench import listing as listing_bench
 from bench import metrics as metrics_bench
+from bench import partitions as partitions_bench
 from bench.context import FULL, QUICK, Bench, Figures
 from bench.pg import Server
 from bench.procs import PROJECT_DIR
@@ -38,6 +39,7 @@ MEASUREMENTS: dict[str, tuple[Callable[[Bench], Figures], str | None]] = {
     "metrics": (metrics_bench.measure, metrics_bench.__doc__),
     "listing": (listing_bench.measure, listing_bench.__doc__),
     "hosts": (hosts_bench.measure, hosts_bench.__doc__),
+    "partitions": (partitions_bench.measure, partitions_bench.__doc__),
 }
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import hosts
+from bench import hosts, partitions
 from bench.context import Figures, Sizes
 
 PROFILE_HEADER = "## Profile and changes"
@@ -79,6 +79,20 @@ METRICS = [
         for p in ("p50", "p99")
     ),
     *(Metric(*row) for row in hosts.METRICS),
+    *(
+        Metric(f"partitions_{side}_{key}", f"(p) {name}: {label}", digits)
+        for side, name in (("today", "today's table"), ("part", "partitioned"))
+        for key, label, digits in (
+            ("drain", "churn of 1,000,000 tasks, tasks/s", 0),
+            ("handler_cpu_us", "handlers' backend CPU per task, µs", 1),
+            ("janitor_cpu_us", "janitor's backend CPU per task, µs", 1),
+            ("get_task_us", "get_task by id, median µs", 0),
+            ("peak_mb", "largest size of tables and indexes, MiB", 1),
+            ("janitor_wal_mb", "janitor's WAL, MiB", 1),
+            ("wal_mb", "WAL of the churn, MiB", 0),
+        )
+    ),
+    *(Metric(f"partitions_ratio_{key}", f"(p) ratio partitioned / today: {key}", 2) for key in partitions.RATIOS),
 ]
 DIGITS = {m.key: m.digits for m in METRICS}
 
@@ -322,6 +336,8 @@ def sizes_text(sizes: Sizes) -> str:
         f" black hole: drains of {sizes.drain_tasks:,} with 1,000 deliveries hanging;"
         f" /metrics with {sizes.metrics_tasks:,} tasks stored;"
         f" GET /task with {sizes.listing_tasks:,} tasks stored, {sizes.listing_samples} pages of each listing;"
+        f" (n) hosts: {hosts.FULL_SIZES.tasks:,} tasks per drain; (p) partitions: a churn of"
+        f" {partitions.FULL.tasks:,} tasks a side;"
         f" (a), (b), (c) and (i) measured {sizes.repeats} times in each run, their median taken"
     )
 
