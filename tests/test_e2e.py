@@ -12,8 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import psycopg2
+import pytest
 
 from tests.conftest import wait_for
+from tests.pgbouncer import SETTINGS as PGBOUNCER_SETTINGS
+from tests.pgbouncer import running_pgbouncer
 
 VENV_BIN = os.path.dirname(sys.executable)  # where honcho, gunicorn and python live
 
@@ -53,12 +56,23 @@ def honcho_command(tmp_path: Path, *args: str) -> list[str]:
     return [f"{VENV_BIN}/honcho", "start", "-e", str(empty), *args]
 
 
-def test_procfile_under_honcho(processes, tmp_path: Path):
+@pytest.mark.parametrize("through", ["direct", "pgbouncer"])
+def test_procfile_under_honcho(through, processes, server_url, database_url, tmp_path: Path):
+    if through == "pgbouncer":  # PgBouncer in transaction mode, stock config, with the README's settings
+        with running_pgbouncer(server_url) as bouncer:
+            env = {"DATABASE_URL": bouncer.url(database_url), **PGBOUNCER_SETTINGS}
+            run_procfile_under_honcho(processes, tmp_path, env)
+            assert "login attempt" in bouncer.output()  # the processes did connect through it
+    else:
+        run_procfile_under_honcho(processes, tmp_path, {})
+
+
+def run_procfile_under_honcho(processes, tmp_path: Path, env: dict[str, str]) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     honcho = processes.start(
         *honcho_command(tmp_path, "-p", str(port), "-c", "handler=2"),
-        PATH=f"{VENV_BIN}:{os.environ['PATH']}", MAX_TASK_TIME="4", JANITOR_INTERVAL="0.5",
+        PATH=f"{VENV_BIN}:{os.environ['PATH']}", MAX_TASK_TIME="4", JANITOR_INTERVAL="0.5", **env,
     )  # fmt: skip
     wait_for(lambda: reachable(f"{base}/tasks"), timeout=30)
 
