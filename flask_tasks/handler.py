@@ -217,7 +217,10 @@ class Handler(DatabaseThread):
         cancel would, and written as a lost attempt: fenced off if the task was taken over.
         """
         while not self.stopped.wait(LEASE_CHECK):
-            self._check_leases()
+            try:
+                self._check_leases()
+            except Exception as err:  # this thread must outlive any error, or leases go unwatched
+                log.warning("%s: could not check its leases: %s", self.process, one_line(err))
 
     def _check_leases(self) -> None:
         """One look: give up the held tasks whose lease may have run out; interrupt the current one if given up."""

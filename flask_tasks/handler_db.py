@@ -227,7 +227,11 @@ class DatabaseThread:
         claimed = [Claimed(*row[1:]) for row in rows if not row[0]]
         with self.lock:
             self.held.update((task.token, sent + self.settings.lease_seconds) for task in claimed)
-            if not (self.main_done or self.stopping.is_set()):  # else they are released with the rest
+            if time.monotonic() >= sent + self.settings.lease_seconds:
+                # The answer came after the lease may have run out (a stalled link): another handler
+                # may run these already. Never start them; give them back, the attempt undone.
+                self.give_back.extend(task.token for task in claimed)
+            elif not (self.main_done or self.stopping.is_set()):  # else they are released with the rest
                 self.queue.extend(claimed)
                 self.lock.notify_all()
         fenced_off = {row[1] for row in rows if row[0]}
