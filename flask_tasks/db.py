@@ -240,7 +240,12 @@ def connect(
             what = "refused"
         else:
             conn.autocommit = True
-            if _settings_taken(conn):
+            try:
+                taken = _settings_taken(conn)
+            except psycopg2.Error:
+                conn.close()
+                raise
+            if taken:
                 return conn
             conn.close()
             what = "ignored"
