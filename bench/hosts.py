@@ -405,7 +405,8 @@ def measure(bench: Bench) -> Figures:
         return {}
     figures: Figures = {}
     try:
-        lab = netlab.Lab(PREFIX, SUBNET, HOSTS).__enter__()
+        lab = netlab.Lab(PREFIX, SUBNET, HOSTS)
+        lab.create()  # removes what it made if it fails; once made, the finally below closes it
     except (netlab.LabError, OSError) as err:
         bench.note(f"hosts skipped: the namespaces could not be made: {' '.join(str(err).split())[:200]}")
         return {}
