@@ -9,9 +9,10 @@ import inspect
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 # Installed distributions add task types by declaring an entry point in this group:
 # its value is a module whose @task functions register when it is imported.
@@ -79,6 +80,18 @@ class TaskType:
             return self.model.model_validate(args).model_dump()
         except ValidationError as err:
             raise TaskArgsError(self._message(err.errors()[0])) from None
+
+    def validate_many(self, many: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """What validate gives for each, in two calls into pydantic for them all; None if any is refused
+        (validate, one at a time, then names the first problem)."""
+        try:
+            return self._many.dump_python(self._many.validate_python(many))
+        except ValidationError:
+            return None
+
+    @cached_property
+    def _many(self) -> TypeAdapter[list[Any]]:
+        return TypeAdapter(list[self.model])  # type: ignore[name-defined]
 
     def _message(self, error: Any) -> str:
         param = error["loc"][0] if error["loc"] else "?"

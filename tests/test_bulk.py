@@ -132,3 +132,64 @@ def test_the_answer_to_a_post_is_the_task_as_get_reads_it(settings, registry, co
     for posted in [response.json for response in single] + bulk.json:
         view = "/view" if "required_arg" in posted else ""  # a legacy task is answered in the legacy form
         same_as_get(posted, client.get(f"/task/{posted['id']}{view}").json)
+
+
+def test_an_array_of_plain_tasks_is_checked_as_one_at_a_time_would(client, conn):
+    """Plain tasks (a known type, no notify_url or peer) are validated together: each keeps its own
+    type's arguments with defaults filled in, in the order sent."""
+    bodies = [
+        {"type": "add", "args": {"x": 1, "y": 2}},
+        {"type": "countdown", "args": {}},
+        {"type": "divide", "args": {"x": 1.5, "y": 4}, "priority": 7},
+        {"type": "countdown", "args": {"seconds": 3}},
+        {"type": "add", "args": {"x": 5, "y": 6}, "max_attempts": 2},
+    ]
+    bulk = client.post("/task", json=bodies)
+    assert bulk.status_code == 201
+    assert [t["args"] for t in bulk.json] == [
+        {"x": 1, "y": 2},
+        {"seconds": 10},
+        {"x": 1.5, "y": 4},
+        {"seconds": 3},
+        {"x": 5, "y": 6},
+    ]
+    assert [t["priority"] for t in bulk.json] == [0, 0, 7, 0, 0]
+    assert [t["max_attempts"] for t in bulk.json] == [3, 3, 3, 3, 2]
+    for posted in bulk.json:
+        same_as_get(posted, client.get(f"/task/{posted['id']}").json)
+
+
+def test_prefer_return_minimal_answers_only_the_ids(client, conn):
+    bodies = [{"type": "add", "args": {"x": i, "y": 1}} for i in range(5)] + [{"required_arg": "legacy"}]
+    response = client.post("/task", json=bodies, headers={"Prefer": "return=minimal"})
+    assert response.status_code == 201
+    assert response.headers["Preference-Applied"] == "return=minimal"
+    assert [list(task) for task in response.json] == [["id"]] * 6
+    stored = [client.get(f"/task/{task['id']}").json for task in response.json]
+    assert [task["args"] for task in stored] == [{"x": i, "y": 1} for i in range(5)] + [{"required_arg": "legacy"}]
+    assert count(conn) == 6
+
+    # One task: its id alone; the same again with its idempotency key: 200 and the same id.
+    single = {"type": "add", "args": {"x": 1, "y": 2}, "idempotency_key": "minimal"}
+    first = client.post("/task/new", json=single, headers={"Prefer": 'respond-async, return="minimal"'})
+    again = client.post("/task/new", json=single, headers={"Prefer": "return=minimal"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json == again.json == {"id": first.json["id"]}
+    assert client.get(f"/task/{first.json['id']}").json["args"] == {"x": 1, "y": 2}
+
+
+@pytest.mark.parametrize("prefer", [None, "return=representation", "return=minimalist", "handling=lenient"])
+def test_without_prefer_return_minimal_every_task_is_answered_in_full(client, prefer):
+    headers = {"Prefer": prefer} if prefer else {}
+    response = client.post("/task", json=[{"type": "add", "args": {"x": 1, "y": 2}}], headers=headers)
+    assert response.status_code == 201
+    assert "Preference-Applied" not in response.headers
+    same_as_get(response.json[0], client.get(f"/task/{response.json[0]['id']}").json)
+
+
+def test_errors_are_the_same_with_prefer_return_minimal(client, conn):
+    bodies = [{"type": "add", "args": {"x": 1, "y": 2}}, {"type": "add", "args": {"x": 1}}]
+    response = client.post("/task", json=bodies, headers={"Prefer": "return=minimal"})
+    assert response.status_code == 400
+    assert response.json["message"] == "task [1]: the required param [y] was not passed."
+    assert count(conn) == 0

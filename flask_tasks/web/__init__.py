@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         origins="*" if anyone else settings.frontend_url,
         send_wildcard=anyone,
         supports_credentials=False,
-        expose_headers=["WWW-Authenticate", "Retry-After"],
+        expose_headers=["WWW-Authenticate", "Retry-After", "Preference-Applied"],
     )
     app.cli.add_command(clients_cli)
     app.cli.add_command(webhook_secret_cli)

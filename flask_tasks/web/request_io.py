@@ -52,6 +52,16 @@ def json_body() -> Any:
         raise ApiError(400, "the request body is not valid JSON: it is nested too deeply") from None
 
 
+def prefers_minimal() -> bool:
+    """Whether the request says `Prefer: return=minimal` (RFC 7240): answer created tasks by their ids alone."""
+    for header in request.headers.getlist("Prefer"):
+        for preference in header.split(","):
+            name, _, value = preference.split(";")[0].partition("=")
+            if name.strip().lower() == "return" and value.strip().strip('"').lower() == "minimal":
+                return True
+    return False
+
+
 def _refuse_constant(name: str) -> None:
     # Python reads NaN and Infinity, but they are not JSON and PostgreSQL refuses them.
     raise ValueError(f"{name} is not a JSON number")

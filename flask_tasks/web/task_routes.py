@@ -18,6 +18,7 @@ from flask_tasks.web.pool import get_db
 from flask_tasks.web.request_io import (
     json_body,
     json_response,
+    prefers_minimal,
     registry,
     request_claims,
     request_subject,
@@ -34,11 +35,19 @@ def create_task():
     body = json_body()
     config: Settings = settings()
     news = enqueue.parse_new_tasks(body, registry(), config, request_claims(), g.body_bytes)
-    stored = enqueue.store_tasks(get_db(), news, config, request_subject())
-    answers = [enqueue.legacy_form(task) if new.legacy else task for (task, _), new in zip(stored, news, strict=True)]
+    minimal = prefers_minimal()
+    stored = enqueue.store_tasks(get_db(), news, config, request_subject(), not minimal)
+    answers = [
+        enqueue.legacy_form(task) if new.legacy and not minimal else task
+        for (task, _), new in zip(stored, news, strict=True)
+    ]
     if isinstance(body, list):
-        return json_response(answers, 201)
-    return json_response(answers[0], 201 if stored[0][1] else 200)
+        response = json_response(answers, 201)
+    else:
+        response = json_response(answers[0], 201 if stored[0][1] else 200)
+    if minimal:
+        response.headers["Preference-Applied"] = "return=minimal"
+    return response
 
 
 def find_task(task_id: str) -> dict[str, Any]:
