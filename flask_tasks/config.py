@@ -73,6 +73,7 @@ class Settings:
     port: int
     gunicorn_workers: int
     gunicorn_threads: int
+    group_commit: bool  # a web worker's threads share the commits of their single-task inserts
     max_content_length: int
     max_bulk_tasks: int
     worker_name: str
@@ -237,6 +238,7 @@ def load_settings() -> Settings:
         port=int(_number("PORT", 5000, int, 1, 65535)),
         gunicorn_workers=int(_number("GUNICORN_WORKERS", 2, int, 1)),
         gunicorn_threads=int(_number("GUNICORN_THREADS", 1, int, 1)),
+        group_commit=_boolean("GROUP_COMMIT", True),
         max_content_length=int(_number("MAX_CONTENT_LENGTH", 1024 * 1024, int, 1)),
         max_bulk_tasks=int(_number("MAX_BULK_TASKS", 10_000, int, 1)),
         worker_name=env("WORKER_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}",

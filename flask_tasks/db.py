@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import re
+import select
 import threading
 from functools import partial
 from typing import Any
@@ -341,6 +342,14 @@ def run_dicts(conn: psycopg2.extensions.connection, name: str, params: dict[str,
 def retry_delay(attempt: int, first: float, longest: float = 3600.0) -> float:
     """Exponential backoff with jitter: about first, 2 first, 4 first... (at most `longest`), give or take 25%."""
     return min(first * 2 ** min(attempt - 1, 40), longest) * random.uniform(0.75, 1.25)
+
+
+def ended_by_server(conn: psycopg2.extensions.connection) -> bool:
+    """Whether an idle connection has something to read: only when the server ended it (it restarted, the
+    session was terminated) and sent its FATAL message or closed the stream."""
+    poller = select.poll()  # not select.select(): that fails for a descriptor above 1023
+    poller.register(conn, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class OwnConnection:

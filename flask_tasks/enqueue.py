@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from flask_tasks import db, outbound, shape
 from flask_tasks.auth import AuthError, allows
 from flask_tasks.config import Settings
+from flask_tasks.group_commit import GroupCommit
 from flask_tasks.models import ApiError, TaskRequest, request_error
 from flask_tasks.registry import Registry, TaskArgsError, TaskType
 from flask_tasks.stopping import one_line
@@ -224,18 +225,24 @@ def store_tasks(
     settings: Settings,
     subject: str | None,
     full: bool = True,
+    group: GroupCommit | None = None,
 ) -> list[tuple[dict[str, Any], bool]]:
     """Store checked tasks, all or nothing; (task as the API shows it, True if created now) for each.
 
     A task whose idempotency key was used before by the same subject is not stored again:
     the task the first request made stands in (ApiError 409 if it is another task).
     full=False: each task is answered by its id alone (a client's `Prefer: return=minimal`).
+    group: a single task is stored with the other threads' in one commit (group_commit.py).
     """
     rows = [task_row(task_id, new, settings, subject) for task_id, new in zip(new_ids(len(news)), news, strict=True)]
     params = {"tasks": json.dumps(rows), "max_task_time": settings.max_task_time}
     # Many in one transaction: a 409 below must leave none of them stored. One alone needs none.
     with storing(), conn if len(rows) > 1 else contextlib.nullcontext():
-        stored = {task_id: tuple(times) for task_id, *times in db.run(conn, "insert_tasks", params)}
+        if group is not None and len(rows) == 1:
+            times = group.insert(rows[0])
+            stored = {} if times is None else {rows[0]["id"]: times}
+        else:
+            stored = {task_id: tuple(times) for task_id, *times in db.run(conn, "insert_tasks", params)}
         answers = []
         for row, new in zip(rows, news, strict=True):
             times = stored.get(row["id"])

@@ -9,6 +9,7 @@ from flask_cors import CORS
 from flask_tasks.auth import keys_or_exit, load_keys
 from flask_tasks.clients import clients_cli, decoy_hash
 from flask_tasks.config import Settings
+from flask_tasks.group_commit import GroupCommit
 from flask_tasks.registry import Registry
 from flask_tasks.startup import start_process
 from flask_tasks.tasks_cli import tasks_cli
@@ -45,6 +46,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.config.update(SETTINGS=settings, REGISTRY=registry, MAX_CONTENT_LENGTH=settings.max_content_length)
     app.json.sort_keys = False
     app.extensions[pool.EXTENSION] = pool.ConnectionPool(settings)
+    # Single-task inserts share commits only between threads of one worker.
+    group = settings.group_commit and settings.gunicorn_threads > 1
+    app.extensions[pool.GROUP_COMMIT] = GroupCommit(settings) if group else None
     app.extensions[request_io.KEYS] = keys
     if keys.signing is not None:
         decoy_hash()  # now rather than in the first request for an unknown client id

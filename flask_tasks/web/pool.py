@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import threading
 
 import psycopg2
@@ -13,8 +12,10 @@ from flask import current_app, g
 
 from flask_tasks import db
 from flask_tasks.config import Settings
+from flask_tasks.group_commit import GroupCommit
 
 EXTENSION = "flask_tasks.pool"
+GROUP_COMMIT = "flask_tasks.group_commit"
 
 
 class ConnectionPool:
@@ -45,12 +46,11 @@ class ConnectionPool:
             return self._pool
 
     def get(self) -> psycopg2.extensions.connection:
-        # A pooled connection that the server ended while it sat idle (the server restarted, the session
-        # was terminated) has something to read: the FATAL message, the end of the stream. Open another
-        # one rather than fail the request on it; a new one has nothing to read.
+        # A pooled connection that the server ended while it sat idle: open another one rather than
+        # fail the request on it; a new one has nothing to read.
         conn = self._getconn()
         for _ in range(self.settings.gunicorn_threads):  # the pool holds at most that many
-            if not _readable(conn):
+            if not db.ended_by_server(conn):
                 break
             self._current().putconn(conn, close=True)
             conn = self._getconn()
@@ -70,17 +70,16 @@ class ConnectionPool:
             self._pool.putconn(conn, close=broken or bool(conn.closed))
 
 
-def _readable(conn: psycopg2.extensions.connection) -> bool:
-    poller = select.poll()  # not select.select(): that fails for a descriptor above 1023
-    poller.register(conn, select.POLLIN)
-    return bool(poller.poll(0))
-
-
 def get_db() -> psycopg2.extensions.connection:
     """The request's connection, taken from the pool on first use."""
     if "db" not in g:
         g.db = current_app.extensions[EXTENSION].get()
     return g.db
+
+
+def group_commit() -> GroupCommit | None:
+    """The worker's GroupCommit for single-task inserts; None with one thread a worker or GROUP_COMMIT=false."""
+    return current_app.extensions[GROUP_COMMIT]
 
 
 def close_db(exc: BaseException | None) -> None:

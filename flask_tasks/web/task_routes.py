@@ -14,7 +14,7 @@ from flask_tasks.registry import Registry
 from flask_tasks.web import apidoc
 from flask_tasks.web.access import asker
 from flask_tasks.web.apidoc import JSON, error, json_answer, ref
-from flask_tasks.web.pool import get_db
+from flask_tasks.web.pool import get_db, group_commit
 from flask_tasks.web.request_io import (
     json_body,
     json_response,
@@ -36,7 +36,7 @@ def create_task():
     config: Settings = settings()
     news = enqueue.parse_new_tasks(body, registry(), config, request_claims(), g.body_bytes)
     minimal = prefers_minimal()
-    stored = enqueue.store_tasks(get_db(), news, config, request_subject(), not minimal)
+    stored = enqueue.store_tasks(get_db(), news, config, request_subject(), not minimal, group_commit())
     answers = [
         enqueue.legacy_form(task) if new.legacy and not minimal else task
         for (task, _), new in zip(stored, news, strict=True)
