@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,7 +220,7 @@ def legacy_form(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def store_tasks(
-    conn: psycopg2.extensions.connection,
+    connection: Callable[[], psycopg2.extensions.connection],
     news: list[NewTask],
     settings: Settings,
     subject: str | None,
@@ -231,26 +231,43 @@ def store_tasks(
 
     A task whose idempotency key was used before by the same subject is not stored again:
     the task the first request made stands in (ApiError 409 if it is another task).
+    connection() gives the connection, asked for only when needed: a single task stored by `group`
+    (with the other threads' in one commit, group_commit.py) needs none unless its key was taken.
     full=False: each task is answered by its id alone (a client's `Prefer: return=minimal`).
-    group: a single task is stored with the other threads' in one commit (group_commit.py).
     """
     rows = [task_row(task_id, new, settings, subject) for task_id, new in zip(new_ids(len(news)), news, strict=True)]
+    if group is not None and len(rows) == 1:
+        with storing():
+            times = group.insert(rows[0])
+        stored = {} if times is None else {rows[0]["id"]: times}
+        return _answers(connection, rows, news, stored, settings, subject, full)
+    conn = connection()
     params = {"tasks": json.dumps(rows), "max_task_time": settings.max_task_time}
     # Many in one transaction: a 409 below must leave none of them stored. One alone needs none.
     with storing(), conn if len(rows) > 1 else contextlib.nullcontext():
-        if group is not None and len(rows) == 1:
-            times = group.insert(rows[0])
-            stored = {} if times is None else {rows[0]["id"]: times}
+        stored = {task_id: tuple(times) for task_id, *times in db.run(conn, "insert_tasks", params)}
+        return _answers(lambda: conn, rows, news, stored, settings, subject, full)
+
+
+def _answers(
+    connection: Callable[[], psycopg2.extensions.connection],
+    rows: list[dict[str, Any]],
+    news: list[NewTask],
+    stored: dict[str, tuple],
+    settings: Settings,
+    subject: str | None,
+    full: bool,
+) -> list[tuple[dict[str, Any], bool]]:
+    """store_tasks' answer for each row: the task stored now (`stored` has its times), or the one an
+    earlier request made with its idempotency key."""
+    answers = []
+    for row, new in zip(rows, news, strict=True):
+        times = stored.get(row["id"])
+        if times is not None:
+            answers.append((shape.new_task(row["id"], row, times) if full else {"id": row["id"]}, True))
         else:
-            stored = {task_id: tuple(times) for task_id, *times in db.run(conn, "insert_tasks", params)}
-        answers = []
-        for row, new in zip(rows, news, strict=True):
-            times = stored.get(row["id"])
-            if times is not None:
-                answers.append((shape.new_task(row["id"], row, times) if full else {"id": row["id"]}, True))
-            else:
-                task = existing_task(conn, new, settings, subject)
-                answers.append((task if full else {"id": task["id"]}, False))
+            task = existing_task(connection(), new, settings, subject)
+            answers.append((task if full else {"id": task["id"]}, False))
     return answers
 
 

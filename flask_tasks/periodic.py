@@ -266,7 +266,7 @@ def enqueue_tick(
             if not db.run(conn, "advance_periodic_tick", {"name": entry.name, "tick": tick}):
                 return 0  # taken by another janitor (it waited on our row lock, or we on its)
             new = _new_task(entry, tick, settings, registry)
-            (task, created), *_ = enqueue.store_tasks(conn, [new], settings, PERIODIC_SUBJECT)
+            (task, created), *_ = enqueue.store_tasks(lambda: conn, [new], settings, PERIODIC_SUBJECT)
     except ApiError as err:  # e.g. its idempotency key taken by a client's task of another type
         if db.run(conn, "advance_periodic_tick", {"name": entry.name, "tick": tick}):
             log.warning("periodic %s: the task for %s was not enqueued: %s", entry.name, _show(tick), err.message)

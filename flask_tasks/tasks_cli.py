@@ -435,7 +435,7 @@ def submit(
     claims = {"allowed_tasks": {task_type: True}}
     new = enqueue.parse_new_task(body, registry, settings, claims)
     with _connection() as conn:
-        ((task, _created),) = enqueue.store_tasks(conn, [new], settings, None)
+        ((task, _created),) = enqueue.store_tasks(lambda: conn, [new], settings, None)
         if not wait:
             _json_out(task) if as_json else click.echo(task["id"])
             return

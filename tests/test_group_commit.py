@@ -142,6 +142,9 @@ def test_gunicorn_workers_with_threads_share_commits(processes, conn):
     tasks, commits = transactions(conn)
     assert tasks == 400 and len({task["id"] for _, task in answers}) == 400
     assert commits < tasks, "no two requests shared a commit"
+    # Their connection budget: each worker's writer, and no connection from the pool.
+    [(connections,)] = query(conn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flask-tasks web'")
+    assert connections == 2
 
 
 def test_database_refusing_connections_is_503_and_then_the_writer_recovers(threaded_app, conn, server_url):

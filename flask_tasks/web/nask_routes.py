@@ -119,7 +119,7 @@ def create_nask_task():
     mapped, longer = task_request(body)
     config: Settings = settings()
     new = enqueue.parse_new_task(mapped, registry(), config, request_claims(), g.body_bytes + longer)
-    [(task, _)] = enqueue.store_tasks(get_db(), [new], config, request_subject())
+    [(task, _)] = enqueue.store_tasks(get_db, [new], config, request_subject())
     return json_response(nask_form(task), 201)
 
 

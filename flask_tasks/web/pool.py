@@ -32,16 +32,19 @@ class ConnectionPool:
             if self._pool is None or self._pid != os.getpid():
                 url = db.database_url(self.settings, "web")
                 db.open_connection(self.settings, "web").close()  # the schema, once per process
-                # As many connections as threads, kept open (a pool with minconn=0 closes each one it gets back).
+                # At most one connection a thread, each opened when a request first needs it (single tasks
+                # stored by group commit need none) and then kept: psycopg2 keeps up to minconn idle ones,
+                # but would open them all at once if given minconn here.
                 # Connected as db.connect() connects (that first connection found out whether through a pooler).
                 threads = self.settings.gunicorn_threads
                 self._pool = psycopg2.pool.ThreadedConnectionPool(
-                    threads,
+                    0,
                     threads,
                     url,
                     application_name="flask-tasks web",
                     **db.connect_arguments(url, self.settings.prepare_statements),
                 )
+                self._pool.minconn = threads
                 self._pid = os.getpid()
             return self._pool
 

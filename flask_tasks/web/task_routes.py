@@ -36,7 +36,7 @@ def create_task():
     config: Settings = settings()
     news = enqueue.parse_new_tasks(body, registry(), config, request_claims(), g.body_bytes)
     minimal = prefers_minimal()
-    stored = enqueue.store_tasks(get_db(), news, config, request_subject(), not minimal, group_commit())
+    stored = enqueue.store_tasks(get_db, news, config, request_subject(), not minimal, group_commit())
     answers = [
         enqueue.legacy_form(task) if new.legacy and not minimal else task
         for (task, _), new in zip(stored, news, strict=True)
