@@ -22,6 +22,10 @@ class ConfigError(ValueError):
     """A setting has a value the server cannot use; the message names it."""
 
 
+# Threads per web worker: single-task requests in flight together share a commit (group_commit.py).
+DEFAULT_GUNICORN_THREADS = 8
+
+
 def _number(name: str, default: float, kind: type, minimum: float, maximum: float = math.inf) -> float:
     raw = os.environ.get(name, "").strip()
     if raw == "":
@@ -237,7 +241,7 @@ def load_settings() -> Settings:
         frontend_url=frontend or ["*"],
         port=int(_number("PORT", 5000, int, 1, 65535)),
         gunicorn_workers=int(_number("GUNICORN_WORKERS", 2, int, 1)),
-        gunicorn_threads=int(_number("GUNICORN_THREADS", 1, int, 1)),
+        gunicorn_threads=int(_number("GUNICORN_THREADS", DEFAULT_GUNICORN_THREADS, int, 1)),
         group_commit=_boolean("GROUP_COMMIT", True),
         max_content_length=int(_number("MAX_CONTENT_LENGTH", 1024 * 1024, int, 1)),
         max_bulk_tasks=int(_number("MAX_BULK_TASKS", 10_000, int, 1)),
