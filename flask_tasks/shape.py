@@ -124,7 +124,7 @@ def new_task(task_id: str, fields: dict[str, Any], times: tuple[int, int, int]) 
     than the insert itself (9 of 22 µs a task in a bulk request).
     """
     created, run_at, expire = times
-    timeout = fields["timeout"]
+    timeout = fields.get("timeout")
     notify = peer = None
     if fields.get("notify_url") is not None:
         # In the order PostgreSQL's jsonb keeps the keys of get_task's object (shorter first), as GET shows them.
@@ -144,7 +144,7 @@ def new_task(task_id: str, fields: dict[str, Any], times: tuple[int, int, int]) 
         "max_attempts": fields["max_attempts"],
         "priority": fields["priority"],
         "timeout": None if timeout is None else float(timeout),  # a float8 column
-        "idempotency_key": fields["idempotency_key"],
+        "idempotency_key": fields.get("idempotency_key"),
         "cancel_requested": False,
         "worker": None,
         "created": created,
