@@ -243,8 +243,10 @@ def store_tasks(
         return _answers(connection, rows, news, stored, settings, subject, full)
     conn = connection()
     params = {"tasks": json.dumps(rows), "max_task_time": settings.max_task_time}
-    # Many in one transaction: a 409 below must leave none of them stored. One alone needs none.
-    with storing(), conn if len(rows) > 1 else contextlib.nullcontext():
+    # One statement is all or nothing; a 409 below (an idempotency key used for another task) must
+    # also undo the others, so with keys and more than one task it runs in a transaction.
+    keys = len(rows) > 1 and any("idempotency_key" in row for row in rows)
+    with storing(), conn if keys else contextlib.nullcontext():
         stored = {task_id: tuple(times) for task_id, *times in db.run(conn, "insert_tasks", params)}
         return _answers(lambda: conn, rows, news, stored, settings, subject, full)
 
