@@ -15,8 +15,7 @@ Figures = dict[str, float | None]
 class Sizes:
     drain_tasks: int  # (a) tasks drained per handler count
     handler_counts: tuple[int, ...]  # (a) handler (and PGQueuer worker) counts
-    bulk_jobs: int  # (b) jobs in PGQueuer's one bulk enqueue
-    http_bulk_requests: int  # (c) timed requests of 1,000 tasks, per client thread
+    http_bulk_requests: int  # (b), (c) timed calls or requests of 1,000 tasks, per connection or client thread
     wrk_seconds: int  # (d) length of each wrk run
     latency_samples: int  # (e) one task every 20 ms
     janitor_rows: int  # (f) expired rows for the janitor
@@ -36,7 +35,6 @@ class Sizes:
 FULL = Sizes(
     drain_tasks=30_000,
     handler_counts=(1, 2, 4),
-    bulk_jobs=30_000,
     http_bulk_requests=15,
     wrk_seconds=10,
     latency_samples=200,
@@ -50,7 +48,6 @@ FULL = Sizes(
 QUICK = Sizes(
     drain_tasks=2_000,
     handler_counts=(1, 2, 4),
-    bulk_jobs=2_000,
     http_bulk_requests=2,
     wrk_seconds=2,
     latency_samples=20,

@@ -1,12 +1,14 @@
-"""(b) PGQueuer's in-process bulk enqueue, and (c) flask-tasks' bulk enqueue over HTTP.
+"""(b) PGQueuer's in-process bulk enqueue, and (c) flask-tasks' bulk enqueue over HTTP, at the same concurrency.
 
-(b): 30,000 jobs in one `Queries.enqueue` call (lists of entrypoints, payloads,
-priorities); jobs/s. (c): gunicorn with 2 workers; 2 client threads each POST
-/task/new several JSON arrays of 1,000 task objects in a row and read each answer
-whole; tasks/s. A server that refuses an array (a 400) is reported as not
-supporting it. In each run of the full bench, each figure is the median of 3 measurements, each
-on a fresh database: one takes under a second, and PGQueuer's alone varies by a
-fifth from one to the next.
+(b): 2 asyncpg connections at once, each making several `Queries.enqueue` calls of
+1,000 jobs in a row (lists of entrypoints, payloads, priorities); jobs/s. (c): gunicorn
+with 2 workers; 2 client threads each POST /task/new several JSON arrays of 1,000 task
+objects in a row and read each answer whole; tasks/s, with the default answer (every
+task in full) and with `Prefer: return=minimal` (only the ids). Both sides store the same
+number of tasks: 2 x 15 x 1,000 in the full bench. A server that refuses an array (a 400)
+is reported as not supporting it. In each run of the full bench, each figure is the median
+of 3 measurements, each on a fresh database: one takes under a second, and PGQueuer's
+alone varies by a fifth from one to the next.
 """
 
 from __future__ import annotations
@@ -27,19 +29,22 @@ CLIENT_THREADS = 2
 
 
 def measure_pgq_bulk(bench: Bench) -> Figures:
-    jobs = bench.sizes.bulk_jobs
+    batches, batch = bench.sizes.http_bulk_requests, bench.sizes.HTTP_BATCH
+    jobs = CLIENT_THREADS * batches * batch
     seconds = []
     for _ in range(bench.sizes.repeats):
         with bench.server.fresh_database() as url:
             pgq.install(url)
-            seconds.append(pgq.enqueue_noop(url, jobs)[1])
-    print(f"  PGQueuer: {jobs:,} jobs in one enqueue call in {', '.join(f'{s:.3f}' for s in seconds)} s", flush=True)
+            seconds.append(pgq.enqueue_noop_batches(url, CLIENT_THREADS, batches, batch))
+    shown = ", ".join(f"{s:.3f}" for s in seconds)
+    print(f"  PGQueuer: {jobs:,} jobs in calls of {batch:,} from {CLIENT_THREADS} connections in {shown} s", flush=True)
     return {"pgq_enqueue": jobs / statistics.median(seconds)}
 
 
-def post(url: str, body: bytes) -> tuple[int, str]:
+def post(url: str, body: bytes, prefer: str | None = None) -> tuple[int, str]:
     """POST a JSON body; the status and the start of the answer (read whole, as a client would)."""
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
+    headers = {"Content-Type": "application/json", **({"Prefer": prefer} if prefer else {})}
+    request = urllib.request.Request(url, body, headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, response.read()[:200].decode(errors="replace")
@@ -48,17 +53,21 @@ def post(url: str, body: bytes) -> tuple[int, str]:
 
 
 def measure_http_bulk(bench: Bench) -> Figures:
-    rates = []
-    for _ in range(bench.sizes.repeats):
-        rate = http_bulk_once(bench)
-        if rate is None:
-            return {"http_bulk": None}
-        rates.append(rate)
-    return {"http_bulk": statistics.median(rates)}
+    figures: Figures = {}
+    for key, prefer in (("http_bulk", None), ("http_bulk_minimal", "return=minimal")):
+        rates = []
+        for _ in range(bench.sizes.repeats):
+            rate = http_bulk_once(bench, prefer)
+            if rate is None:
+                break
+            rates.append(rate)
+        figures[key] = statistics.median(rates) if rates else None
+    return figures
 
 
-def http_bulk_once(bench: Bench) -> float | None:
-    """Tasks/s of one measurement on a fresh database; None if the server refuses arrays."""
+def http_bulk_once(bench: Bench, prefer: str | None) -> float | None:
+    """Tasks/s of one measurement on a fresh database (with this Prefer header, if any); None if the
+    server refuses arrays."""
     per_thread = bench.sizes.http_bulk_requests
     body = json.dumps([{"type": "noop", "args": {}}] * bench.sizes.HTTP_BATCH).encode()
     port = free_port()
@@ -67,7 +76,7 @@ def http_bulk_once(bench: Bench) -> float | None:
         create_schema(db_url)
         ours.start_web(procs, db_url, port)
 
-        status, answer = post(url, body)  # untimed: does the server take an array at all?
+        status, answer = post(url, body, prefer)  # untimed: does the server take an array at all?
         if status == 400:
             bench.note(f"bulk enqueue over HTTP: not supported (400: {answer.strip()})")
             return None
@@ -78,7 +87,7 @@ def http_bulk_once(bench: Bench) -> float | None:
 
         def client() -> None:
             for _ in range(per_thread):
-                status, answer = post(url, body)
+                status, answer = post(url, body, prefer)
                 if not 200 <= status < 300:
                     failures.append(f"{status}: {answer}")
 
@@ -100,5 +109,6 @@ def http_bulk_once(bench: Bench) -> float | None:
             conn.close()
         if stored != tasks + bench.sizes.HTTP_BATCH:
             raise RuntimeError(f"{tasks + bench.sizes.HTTP_BATCH} tasks posted but {stored} stored")
-    print(f"  {tasks:,} tasks in {CLIENT_THREADS * per_thread} requests in {elapsed:.2f} s", flush=True)
+    how = f" (Prefer: {prefer})" if prefer else ""
+    print(f"  {tasks:,} tasks in {CLIENT_THREADS * per_thread} requests{how} in {elapsed:.2f} s", flush=True)
     return tasks / elapsed

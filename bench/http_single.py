@@ -1,13 +1,17 @@
 """(d) Single enqueue over HTTP: `wrk -t2 -c16` POSTing one no-op task per request to /task/new.
 
-Against flask-tasks' web (gunicorn, 2 sync workers), against a bare Flask app
-under the same gunicorn (bench/bare_app.py: parses the body, stores nothing),
-against that bare app plus one plain INSERT with a durable commit (the floor the
-database sets), and against the same INSERT group-committed (2 workers of 8
-threads, a writer thread per worker storing every waiting request's task in one
-statement and one durable commit: what batching could buy at best); requests/s of
-each, and wrk's count of non-2xx answers for ours. Each server gets a 1 s warm-up
-first. Also (h): the peak RSS of a web worker (the larger of the two) after the run.
+Against flask-tasks' web as it starts by default (gunicorn, 2 workers of 8 threads,
+whose single-task requests in flight together share one durable commit), and the same
+with 1 thread a worker (sync workers, each request committing alone: what earlier rounds
+measured); against a bare Flask app under 2 sync gunicorn workers (bench/bare_app.py:
+parses the body, stores nothing: the ceiling the target is set against), and the same
+bare app under flask-tasks' own gunicorn settings (2 workers of 8 threads, which keep
+client connections alive); against the bare app plus one plain INSERT with a durable
+commit (the floor the database sets), and against the same INSERT group-committed
+(2 workers of 8 threads, a writer thread per worker storing every waiting request's
+task in one statement and one durable commit, with no validation). Requests/s of each,
+and wrk's count of non-2xx answers for ours. Each server gets a 1 s warm-up first.
+Also (h): the peak RSS of a web worker (the larger of the two) after the run.
 """
 
 from __future__ import annotations
@@ -17,13 +21,21 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench import ours
+from bench import ours as ours_web
 from bench.context import Bench, Figures
 from bench.pg import create_schema
 from bench.procs import Processes, children, free_port, peak_rss_mb, server_env
 
 LUA = Path(__file__).with_name("post_task.lua")
-FIGURE_KEYS = ("http_single_ours", "http_single_bare", "http_single_bare_insert", "http_single_bare_group")
+FIGURE_KEYS = (
+    "http_single_ours",
+    "http_single_ours_sync",
+    "http_single_bare",
+    "http_single_bare_threads",
+    "http_single_bare_insert",
+    "http_single_bare_group",
+)
+THREADS = ("--threads", "8")  # flask-tasks' default GUNICORN_THREADS
 
 
 def wrk(port: int, seconds: int) -> dict[str, float]:
@@ -51,7 +63,7 @@ def baseline(bench: Bench, name: str, app: str, options: tuple[str, ...] = ()) -
     with bench.server.fresh_database() as url, Processes(bench.logdir, f"http-{app}") as procs:
         create_schema(url)
         command = [f"bench.bare_app:{app}", "-w", "2", *options, "-b", f"127.0.0.1:{port}"]
-        ours.start_gunicorn(procs, app, command, port, server_env(database_url="", BARE_DATABASE_URL=url))
+        ours_web.start_gunicorn(procs, app, command, port, server_env(database_url="", BARE_DATABASE_URL=url))
         wrk(port, 1)
         summary = wrk(port, bench.sizes.wrk_seconds)
     if summary["non2xx"] or socket_errors(summary):
@@ -67,32 +79,40 @@ def measure(bench: Bench) -> Figures:
     if shutil.which("wrk") is None:
         bench.note("single enqueue over HTTP: not measured, wrk is not installed (bench/run installs it as root)")
         return dict.fromkeys(FIGURE_KEYS)
-    seconds = bench.sizes.wrk_seconds
     figures: Figures = {}
 
-    port = free_port()
-    with bench.server.fresh_database() as url, Processes(bench.logdir, "http-single") as procs:
-        create_schema(url)
-        web = ours.start_web(procs, url, port)
-        wrk(port, 1)  # warm-up: both workers have their connection and code paths ready
-        summary = wrk(port, seconds)
-        figures["rss_web_worker_mb"] = max(peak_rss_mb(pid) for pid in children(web.pid))
+    summary, figures["rss_web_worker_mb"] = ours(bench, "http-single")
     figures["http_single_ours"] = requests_per_second(summary)
     figures["http_single_non2xx"] = summary["non2xx"]
     errors = socket_errors(summary)
     if errors:
         bench.note(f"single enqueue over HTTP: wrk saw {errors:.0f} socket errors against flask-tasks")
+    sync, _ = ours(bench, "http-single-sync", GUNICORN_THREADS="1")
+    figures["http_single_ours_sync"] = requests_per_second(sync)
 
     figures["http_single_bare"] = baseline(bench, "bare", "app")
+    figures["http_single_bare_threads"] = baseline(bench, "bare Flask, 8 threads a worker", "app", THREADS)
     figures["http_single_bare_insert"] = baseline(bench, "bare Flask + one INSERT", "insert_app")
-    group = ("--threads", "8")
-    figures["http_single_bare_group"] = baseline(bench, "bare Flask + the INSERT group-committed", "group_app", group)
+    figures["http_single_bare_group"] = baseline(bench, "bare Flask + the INSERT group-committed", "group_app", THREADS)
     shown = {key: "—" if figures[key] is None else f"{figures[key]:,.0f}" for key in FIGURE_KEYS}
     print(
-        f"  flask-tasks {figures['http_single_ours']:,.0f} req/s ({summary['non2xx']:.0f} non-2xx);"
-        f" bare Flask {shown['http_single_bare']} req/s;"
+        f"  flask-tasks {shown['http_single_ours']} req/s ({summary['non2xx']:.0f} non-2xx),"
+        f" with 1 thread a worker {shown['http_single_ours_sync']};"
+        f" bare Flask {shown['http_single_bare']} req/s, with 8 threads a worker {shown['http_single_bare_threads']};"
         f" bare Flask + one INSERT {shown['http_single_bare_insert']} req/s;"
         f" the same group-committed {shown['http_single_bare_group']} req/s",
         flush=True,
     )
     return figures
+
+
+def ours(bench: Bench, name: str, **env: str) -> tuple[dict[str, float], float]:
+    """wrk's summary against flask-tasks' web (with these settings), and the peak RSS of its larger worker."""
+    port = free_port()
+    with bench.server.fresh_database() as url, Processes(bench.logdir, name) as procs:
+        create_schema(url)
+        web = ours_web.start_web(procs, url, port, **env)
+        wrk(port, 1)  # warm-up: both workers have their connection and code paths ready
+        summary = wrk(port, bench.sizes.wrk_seconds)
+        rss = max(peak_rss_mb(pid) for pid in children(web.pid))
+    return summary, rss

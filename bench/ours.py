@@ -32,9 +32,10 @@ def start_gunicorn(procs: Processes, name: str, app: list[str], port: int, env: 
     return web
 
 
-def start_web(procs: Processes, database_url: str, port: int) -> Process:
-    """flask-tasks' web: `gunicorn app:app -c gunicorn.conf.py` with 2 sync workers of 1 thread."""
-    env = server_env(database_url, PORT=str(port), GUNICORN_WORKERS="2", GUNICORN_THREADS="1")
+def start_web(procs: Processes, database_url: str, port: int, **env: str) -> Process:
+    """flask-tasks' web: `gunicorn app:app -c gunicorn.conf.py` with 2 workers, each of GUNICORN_THREADS
+    threads (the default, 8, unless `env` says otherwise)."""
+    env = server_env(database_url, PORT=str(port), GUNICORN_WORKERS="2", **env)
     return start_gunicorn(procs, "web", ["app:app", "-c", "gunicorn.conf.py"], port, env)
 
 

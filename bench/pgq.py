@@ -53,6 +53,28 @@ def enqueue_noop(url: str, count: int) -> tuple[float, float]:
     return with_queries(url, enqueue)
 
 
+def enqueue_noop_batches(url: str, connections: int, batches: int, batch: int) -> float:
+    """`connections` connections at once, each enqueueing `batches` calls of `batch` "noop" jobs in a row;
+    the seconds from the first call to the last commit."""
+
+    async def client(conn: asyncpg.Connection) -> None:
+        queries = Queries(AsyncpgDriver(conn))
+        for _ in range(batches):
+            await queries.enqueue(["noop"] * batch, [None] * batch, [0] * batch)
+
+    async def run() -> float:
+        conns = [await asyncpg.connect(url) for _ in range(connections)]
+        try:
+            started = time.monotonic()
+            await asyncio.gather(*(client(conn) for conn in conns))
+            return time.monotonic() - started
+        finally:
+            for conn in conns:
+                await conn.close()
+
+    return asyncio.run(run())
+
+
 def start_workers(procs: Processes, database_url: str, count: int) -> list[Process]:
     """`count` worker processes (batch_size=100), each waited for until its listener works."""
     env = server_env(database_url, BATCH_SIZE=str(Sizes.BATCH_SIZE))
