@@ -1,17 +1,18 @@
 """(d) Single enqueue over HTTP: `wrk -t2 -c16` POSTing one no-op task per request to /task/new.
 
 Against flask-tasks' web as it starts by default (gunicorn, 2 workers of 8 threads,
-whose single-task requests in flight together share one durable commit), and the same
-with 1 thread a worker (sync workers, each request committing alone: what earlier rounds
-measured); against a bare Flask app under 2 sync gunicorn workers (bench/bare_app.py:
-parses the body, stores nothing: the ceiling the target is set against), and the same
-bare app under flask-tasks' own gunicorn settings (2 workers of 8 threads, which keep
-client connections alive); against the bare app plus one plain INSERT with a durable
-commit (the floor the database sets), and against the same INSERT group-committed
-(2 workers of 8 threads, a writer thread per worker storing every waiting request's
-task in one statement and one durable commit, with no validation). Requests/s of each,
-and wrk's count of non-2xx answers for ours. Each server gets a 1 s warm-up first.
-Also (h): the peak RSS of a web worker (the larger of the two) after the run.
+whose single-task requests in flight together share one durable commit), the same with
+1 thread a worker (sync workers, each request committing alone: what earlier rounds
+measured), and with 8 threads but GROUP_COMMIT=false (what the threads alone buy);
+against a bare Flask app under 2 sync gunicorn workers (bench/bare_app.py: parses the
+body, stores nothing: the ceiling the target is set against), and the same bare app
+under flask-tasks' own gunicorn settings (2 workers of 8 threads, which keep client
+connections alive); against the bare app plus one plain INSERT with a durable commit
+(the floor the database sets), and against the same INSERT group-committed (2 workers
+of 8 threads, a writer thread per worker storing every waiting request's task in one
+statement and one durable commit, with no validation). Requests/s of each, and wrk's
+count of non-2xx answers for ours. Each server gets a 1 s warm-up first. Also (h): the
+peak RSS of a web worker (the larger of the two) after the run.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ LUA = Path(__file__).with_name("post_task.lua")
 FIGURE_KEYS = (
     "http_single_ours",
     "http_single_ours_sync",
+    "http_single_ours_no_group",
     "http_single_bare",
     "http_single_bare_threads",
     "http_single_bare_insert",
@@ -89,6 +91,8 @@ def measure(bench: Bench) -> Figures:
         bench.note(f"single enqueue over HTTP: wrk saw {errors:.0f} socket errors against flask-tasks")
     sync, _ = ours(bench, "http-single-sync", GUNICORN_THREADS="1")
     figures["http_single_ours_sync"] = requests_per_second(sync)
+    alone, _ = ours(bench, "http-single-no-group", GROUP_COMMIT="false")
+    figures["http_single_ours_no_group"] = requests_per_second(alone)
 
     figures["http_single_bare"] = baseline(bench, "bare", "app")
     figures["http_single_bare_threads"] = baseline(bench, "bare Flask, 8 threads a worker", "app", THREADS)
@@ -97,7 +101,8 @@ def measure(bench: Bench) -> Figures:
     shown = {key: "—" if figures[key] is None else f"{figures[key]:,.0f}" for key in FIGURE_KEYS}
     print(
         f"  flask-tasks {shown['http_single_ours']} req/s ({summary['non2xx']:.0f} non-2xx),"
-        f" with 1 thread a worker {shown['http_single_ours_sync']};"
+        f" with 1 thread a worker {shown['http_single_ours_sync']},"
+        f" with 8 threads and GROUP_COMMIT=false {shown['http_single_ours_no_group']};"
         f" bare Flask {shown['http_single_bare']} req/s, with 8 threads a worker {shown['http_single_bare_threads']};"
         f" bare Flask + one INSERT {shown['http_single_bare_insert']} req/s;"
         f" the same group-committed {shown['http_single_bare_group']} req/s",
