@@ -26,6 +26,8 @@ class Sizes:
     metrics_tasks: int = 1_000_000  # (m) tasks stored while /metrics is scraped
     listing_tasks: int = 1_000_000  # (l) tasks stored while GET /task is asked
     listing_samples: int = 300  # (l) timed requests of each listing
+    drain_tasks_large: int = 100_000  # (a) tasks of the larger drain: 2 handlers against 2 PGQueuer workers
+    celery_tasks: int = 20_000  # (y) tasks of each drain: 2 Celery worker processes against 2 handlers
 
     BATCH_SIZE = 100  # PGQueuer's batch_size everywhere; flask-tasks' handlers run with their defaults
     HTTP_BATCH = 1000  # (c) tasks per request
@@ -59,6 +61,8 @@ QUICK = Sizes(
     metrics_tasks=20_000,
     listing_tasks=20_000,
     listing_samples=30,
+    drain_tasks_large=5_000,
+    celery_tasks=2_000,
 )
 
 

@@ -7,8 +7,9 @@ is polled every 20 ms by asking whether any task or job is left (queued or
 running), which costs next to nothing; the count of done ones is checked once at
 the end. In each run of the full bench, each figure is the median of 3 drains
 (each side in turn, a fresh database each): one drain of 30,000 takes about a
-second, and single drains of either side vary by a fifth. Also (h): the peak RSS
-of the single handler after its first drain.
+second, and single drains of either side vary by a fifth. Then the same for 2
+handlers and 2 workers at 100,000 tasks and jobs, a drain of a few seconds. Also
+(h): the peak RSS of the single handler after its first drain.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def check_all_done(done: int, expected: int) -> None:
         raise RuntimeError(f"the queue is empty but {done:,} of {expected:,} ended done")
 
 
-def drain_ours(bench: Bench, handlers: int) -> tuple[float, float]:
-    """Tasks/s of `handlers` handlers, and the peak RSS (MiB) of the first one."""
-    tasks = bench.sizes.drain_tasks
+def drain_ours(bench: Bench, handlers: int, tasks: int | None = None) -> tuple[float, float]:
+    """Tasks/s of `handlers` handlers draining `tasks` (default: the drain size), and the peak RSS (MiB) of the
+    first one."""
+    tasks = tasks or bench.sizes.drain_tasks
     with bench.server.fresh_database() as url, Processes(bench.logdir, f"drain-ours-{handlers}") as procs:
         create_schema(url)
         started = ours.start_handlers(procs, url, handlers)
@@ -50,9 +52,9 @@ def drain_ours(bench: Bench, handlers: int) -> tuple[float, float]:
     return tasks / elapsed, rss
 
 
-def drain_pgqueuer(bench: Bench, workers: int) -> float:
-    """Jobs/s of `workers` PGQueuer workers."""
-    jobs = bench.sizes.drain_tasks
+def drain_pgqueuer(bench: Bench, workers: int, jobs: int | None = None) -> float:
+    """Jobs/s of `workers` PGQueuer workers draining `jobs` (default: the drain size)."""
+    jobs = jobs or bench.sizes.drain_tasks
     with bench.server.fresh_database() as url, Processes(bench.logdir, f"drain-pgq-{workers}") as procs:
         pgq.install(url)
         pgq.start_workers(procs, url, workers)
@@ -84,4 +86,18 @@ def measure(bench: Bench) -> Figures:
             f" PGQueuer {', '.join(f'{r:,.0f}' for r in pgq_rates)} jobs/s",
             flush=True,
         )
+    # The same for 2 handlers and 2 workers at a larger size: a drain that lasts a few seconds, so a
+    # claim plan that degrades as the table grows, or a server's cost per row version, shows up.
+    large = bench.sizes.drain_tasks_large
+    ours_rates, pgq_rates = [], []
+    for _ in range(bench.sizes.repeats):
+        ours_rates.append(drain_ours(bench, 2, large)[0])
+        pgq_rates.append(drain_pgqueuer(bench, 2, large))
+    figures["drain_ours_2_large"] = statistics.median(ours_rates)
+    figures["drain_pgq_2_large"] = statistics.median(pgq_rates)
+    print(
+        f"  2 handlers, {large:,} tasks: {', '.join(f'{r:,.0f}' for r in ours_rates)} tasks/s;"
+        f" PGQueuer {', '.join(f'{r:,.0f}' for r in pgq_rates)} jobs/s",
+        flush=True,
+    )
     return figures

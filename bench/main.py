@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import bloat, drain, enqueue, http_single, janitor_rate, latency, machine, notify_blackhole, plot, report
+from bench import celery_yardstick as celery_bench
 from bench import hosts as hosts_bench
 from bench import listing as listing_bench
 from bench import metrics as metrics_bench
@@ -40,6 +41,7 @@ MEASUREMENTS: dict[str, tuple[Callable[[Bench], Figures], str | None]] = {
     "listing": (listing_bench.measure, listing_bench.__doc__),
     "hosts": (hosts_bench.measure, hosts_bench.__doc__),
     "partitions": (partitions_bench.measure, partitions_bench.__doc__),
+    "celery": (celery_bench.measure, celery_bench.__doc__),
 }
 
 

@@ -36,6 +36,9 @@ METRICS = [
     *(Metric(f"drain_ours_{n}", f"(a) drain, flask-tasks, {n} handler(s), tasks/s") for n in (1, 2, 4)),
     *(Metric(f"drain_pgq_{n}", f"(a) drain, PGQueuer, {n} worker(s), jobs/s") for n in (1, 2, 4)),
     *(Metric(f"drain_ratio_{n}", f"(a) drain ratio flask-tasks / PGQueuer, {n} process(es)", 2) for n in (1, 2, 4)),
+    Metric("drain_ours_2_large", "(a) drain of 100,000, flask-tasks, 2 handlers, tasks/s"),
+    Metric("drain_pgq_2_large", "(a) drain of 100,000, PGQueuer, 2 workers, jobs/s"),
+    Metric("drain_ratio_2_large", "(a) drain of 100,000, ratio flask-tasks / PGQueuer, 2 processes", 2),
     Metric("pgq_enqueue", "(b) PGQueuer bulk enqueue in process, 2 connections, calls of 1,000, jobs/s"),
     Metric("http_bulk", "(c) bulk enqueue over HTTP, 2 clients, arrays of 1,000, tasks/s"),
     Metric("http_bulk_ratio", "(c) ratio to (b)", 2),
@@ -101,6 +104,20 @@ METRICS = [
         )
     ),
     *(Metric(f"partitions_ratio_{key}", f"(p) ratio partitioned / today: {key}", 2) for key in partitions.RATIOS),
+    Metric("celery_http_single_ours", "(y) single enqueue over HTTP, flask-tasks, req/s"),
+    Metric("celery_http_single", "(y) single enqueue over HTTP, Flask + Celery `.delay()`, req/s"),
+    Metric("celery_single_ratio", "(y) single enqueue ratio flask-tasks / Flask + Celery", 2),
+    Metric("celery_drain_ours", "(y) drain of 20,000, flask-tasks, 2 handlers, tasks/s"),
+    Metric("celery_drain_default", "(y) drain of 20,000, Celery defaults (prefork -c 2, results stored), tasks/s"),
+    Metric("celery_drain_best_acked", "(y) drain of 20,000, Celery best with acks (2 solo, no results), tasks/s"),
+    Metric("celery_drain_best", "(y) drain of 20,000, Celery best, no ack emulation (at most once), tasks/s"),
+    Metric("celery_drain_ratio_default", "(y) drain ratio flask-tasks / Celery defaults", 2),
+    Metric("celery_drain_ratio_best_acked", "(y) drain ratio flask-tasks / Celery best with acks", 2),
+    Metric("celery_drain_ratio_best", "(y) drain ratio flask-tasks / Celery best, at most once", 2),
+    Metric("celery_latency_p50", "(y) latency p50, Celery best, send to start, ms", 2),
+    Metric("celery_latency_p99", "(y) latency p99, Celery best, send to start, ms", 2),
+    Metric("celery_latency_ratio_p50", "(y) latency p50 ratio flask-tasks (e) / Celery", 2),
+    Metric("celery_latency_ratio_p99", "(y) latency p99 ratio flask-tasks (e) / Celery", 2),
 ]
 DIGITS = {m.key: m.digits for m in METRICS}
 
@@ -114,6 +131,7 @@ def add_ratios(figures: Figures) -> None:
 
     for n in (1, 2, 4):
         ratio(f"drain_ratio_{n}", f"drain_ours_{n}", f"drain_pgq_{n}")
+    ratio("drain_ratio_2_large", "drain_ours_2_large", "drain_pgq_2_large")
     ratio("http_bulk_ratio", "http_bulk", "pgq_enqueue")
     ratio("http_bulk_minimal_ratio", "http_bulk_minimal", "pgq_enqueue")
     ratio("http_single_ratio", "http_single_ours", "http_single_bare")
@@ -127,6 +145,12 @@ def add_ratios(figures: Figures) -> None:
     ratio("janitor_drain_ratio", "janitor_drain_during", "janitor_drain_without")
     ratio("bloat_ratio", "bloat_end_mb", "bloat_baseline_mb")
     ratio("notify_blackhole_ratio", "notify_blackhole_hung", "notify_blackhole_normal")
+    ratio("celery_single_ratio", "celery_http_single_ours", "celery_http_single")
+    ratio("celery_drain_ratio_default", "celery_drain_ours", "celery_drain_default")
+    ratio("celery_drain_ratio_best_acked", "celery_drain_ours", "celery_drain_best_acked")
+    ratio("celery_drain_ratio_best", "celery_drain_ours", "celery_drain_best")
+    ratio("celery_latency_ratio_p50", "latency_ours_p50", "celery_latency_p50")  # when (e) ran too
+    ratio("celery_latency_ratio_p99", "latency_ours_p99", "celery_latency_p99")
 
 
 def medians(runs: list[Figures]) -> Figures:
@@ -169,6 +193,15 @@ TARGETS = [
         "drain_ratio_2",
         "ratio ≥ 2",
         _check("drain_ratio_2", lambda r: r >= 2),
+    ),
+    Target(
+        "(a) drain of 100,000, 2 handlers, tasks/s",
+        "drain_ours_2_large",
+        "PGQueuer, 2 workers, jobs/s",
+        "drain_pgq_2_large",
+        "drain_ratio_2_large",
+        "ratio ≥ 2",
+        _check("drain_ratio_2_large", lambda r: r >= 2),
     ),
     Target(
         "(c) bulk enqueue over HTTP, Prefer: return=minimal, tasks/s",
@@ -376,7 +409,8 @@ def raw_table(runs: list[Figures], median: Figures) -> str:
 
 def sizes_text(sizes: Sizes) -> str:
     return (
-        f"drain {sizes.drain_tasks:,} tasks with {', '.join(map(str, sizes.handler_counts))} handlers;"
+        f"drain {sizes.drain_tasks:,} tasks with {', '.join(map(str, sizes.handler_counts))} handlers"
+        f" and {sizes.drain_tasks_large:,} with 2;"
         f" bulk enqueue: 2 PGQueuer connections and 2 HTTP clients, {sizes.http_bulk_requests} calls or requests"
         f" of {sizes.HTTP_BATCH:,} each; wrk {sizes.wrk_seconds} s; {sizes.latency_samples} latency samples;"
         f" janitor {sizes.janitor_rows:,} rows with a drain of {sizes.janitor_drain_tasks:,};"
@@ -402,11 +436,14 @@ BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres bench/run   # a
 ```
 
 `bench/run` creates or reuses `.venv`, installs `requirements-dev.txt` and
-`bench/requirements.txt` (PGQueuer 1.6.0 with asyncpg, matplotlib), installs
+`bench/requirements.txt` (PGQueuer 1.6.0 with asyncpg, Celery 5.7.0 with redis, matplotlib), installs
 `wrk` with apt-get when it is missing and the user is root (otherwise install
 it yourself; without it the single-enqueue figure is skipped), then runs
 `python -m bench.main`. Without `BENCH_DATABASE_URL` it starts an embedded
 PostgreSQL in a temporary directory and deletes it at the end.
+The Celery yardstick (y) needs a Redis server at `BENCH_REDIS_URL` (default
+`redis://127.0.0.1:6379`; it uses and flushes dbs 13, 14 and 15); without one,
+its figures are skipped with a note.
 
 Each measurement uses a fresh database (created, then dropped `WITH (FORCE)`).
 The server runs as separate processes, as in production: `python handler.py`,
