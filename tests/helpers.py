@@ -8,8 +8,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -86,6 +88,26 @@ def _answers(url: str) -> bool:
         return http("GET", url)[0] == 200
     except OSError:
         return False
+
+
+def in_threads(count: int, work: Callable[[int], None]) -> None:
+    """Run work(0..count-1) in as many threads, started together; re-raise the first failure."""
+    barrier, failures = threading.Barrier(count), []
+
+    def run(n: int) -> None:
+        try:
+            barrier.wait()
+            work(n)
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            failures.append(err)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if failures:
+        raise failures[0]
 
 
 def free_port() -> int:

@@ -6,36 +6,14 @@ Rows that one transaction inserted share its id (xmin), which shows whether comm
 from __future__ import annotations
 
 import dataclasses
-import threading
-from collections.abc import Callable
 
 import pytest
 
 from flask_tasks.web import create_app
 from tests.conftest import admin_connect, query, same_as_get, wait_for
-from tests.helpers import free_port, http, start_web
+from tests.helpers import free_port, http, in_threads, start_web
 
 THREADS = 8
-
-
-def in_threads(count: int, work: Callable[[int], None]) -> None:
-    """Run work(0..count-1) in as many threads, started together; re-raise the first failure."""
-    barrier, failures = threading.Barrier(count), []
-
-    def run(n: int) -> None:
-        try:
-            barrier.wait()
-            work(n)
-        except BaseException as err:  # noqa: BLE001 (reported below)
-            failures.append(err)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    if failures:
-        raise failures[0]
 
 
 def transactions(conn) -> tuple[int, int]:

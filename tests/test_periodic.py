@@ -21,6 +21,7 @@ from flask_tasks.config import ConfigError
 from flask_tasks.periodic import Periodic, check_cron, check_schedule, due_tick, enqueue_due, latest_tick, next_tick
 from flask_tasks.registry import Registry, TaskLoadError
 from tests.conftest import enqueue, query, wait_for
+from tests.helpers import in_threads
 
 
 def at(text: str) -> datetime:
@@ -302,25 +303,16 @@ def test_a_protected_type_is_enqueued_from_the_schedule(conn, settings):
 def call_together(database_url: str, settings, reg: Registry, now: datetime, janitors: int) -> list[int]:
     """enqueue_due from `janitors` threads, each with its own connection, all at once; what each returned."""
     conns = [db.connect(database_url, f"janitor {i}", prepare=i % 2 == 0) for i in range(janitors)]
-    start = threading.Barrier(janitors)
     results: list[int] = [0] * janitors
-    errors: list[BaseException] = []
 
     def janitor(i: int) -> None:
-        try:
-            start.wait()
-            results[i] = enqueue_due(conns[i], settings, reg, now=now)
-        except BaseException as err:  # reported below
-            errors.append(err)
+        results[i] = enqueue_due(conns[i], settings, reg, now=now)
 
-    threads = [threading.Thread(target=janitor, args=(i,)) for i in range(janitors)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    for c in conns:
-        c.close()
-    assert not errors, errors
+    try:
+        in_threads(janitors, janitor)
+    finally:
+        for c in conns:
+            c.close()
     return results
 
 
