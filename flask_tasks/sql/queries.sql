@@ -118,12 +118,17 @@ WITH o AS MATERIALIZED (
     RETURNING t.id::text, t.type, t.args, t.claim_token::text, t.attempts, t.max_attempts, t.timeout,
               t.priority, t.run_at
 )
--- Only the outcomes not stored come back (rarely any): sending back every stored id cost more.
-SELECT true AS fenced_off, o.id::text, NULL, NULL::jsonb, NULL, NULL::int, NULL::int, NULL::float8
-FROM o WHERE o.id NOT IN (SELECT id FROM stored)
+-- The claim is read first, so it runs first: right after the statement's snapshot. Run after the
+-- outcomes were stored (up to tens of milliseconds later), its FOR UPDATE met the rows another handler
+-- had claimed since that snapshot, followed each to its newest version and locked it before the
+-- recheck dropped it; the lock held until this statement committed, and that handler's next
+-- statement (storing those tasks' outcomes) waited for it.
+(SELECT false AS fenced_off, id, type, args, claim_token, attempts, max_attempts, timeout FROM claimed
+ ORDER BY priority DESC, run_at)  -- the update returns rows in key order: sort them as the claim did
 UNION ALL
-(SELECT false, id, type, args, claim_token, attempts, max_attempts, timeout FROM claimed
- ORDER BY priority DESC, run_at);  -- the update returns rows in key order: sort them as the claim did
+-- Only the outcomes not stored come back (rarely any): sending back every stored id cost more.
+SELECT true, o.id::text, NULL, NULL::jsonb, NULL, NULL::int, NULL::int, NULL::float8
+FROM o WHERE o.id NOT IN (SELECT id FROM stored);
 
 -- write_progress: store what a running task last reported of its progress, while its claim is ours
 UPDATE tasks SET progress = %(progress)s::jsonb
