@@ -115,8 +115,12 @@ class DatabaseThread:
     def _db(self) -> psycopg2.extensions.connection:
         return self.db.get()
 
+    def _heartbeat_every(self) -> float:
+        """Seconds between two heartbeats: at most a third of a lease."""
+        return min(self.settings.lease_seconds / 3, HEARTBEAT_EVERY)
+
     def _database_loop(self) -> None:
-        heartbeat_every = min(self.settings.lease_seconds / 3, HEARTBEAT_EVERY)
+        heartbeat_every = self._heartbeat_every()
         next_heartbeat = time.monotonic()  # the first round records this process in `workers`
         backoff = db.Backoff()
         while True:
@@ -291,8 +295,15 @@ class DatabaseThread:
                 self.queue.clear()
         if self.give_back:
             self._give_back(conn)
+        # Only the leases claimed or renewed more than half a heartbeat ago, and the running task's
+        # (so that a cancel request reaches it at this heartbeat). Renewing every held task rewrote
+        # the whole claimed batch (up to BATCH_SIZE rows, most of them done a few milliseconds
+        # later) at every heartbeat, holding up the next claim meanwhile. A task claimed since is
+        # asked about at the next heartbeat, with at least LEASE_SECONDS less 1.5 heartbeats left.
+        fresh = time.monotonic() + self.settings.lease_seconds - self._heartbeat_every() / 2
         with self.lock:
-            tokens = list(self.held)
+            running = self.current.token if self.current is not None else None
+            tokens = [token for token, until in self.held.items() if until < fresh or token == running]
         if not tokens:
             return
         sent = time.monotonic()
