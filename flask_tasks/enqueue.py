@@ -231,12 +231,15 @@ def store_tasks(
 
     A task whose idempotency key was used before by the same subject is not stored again:
     the task the first request made stands in (ApiError 409 if it is another task).
-    connection() gives the connection, asked for only when needed: a single task stored by `group`
-    (with the other threads' in one commit, group_commit.py) needs none unless its key was taken.
+    connection() gives the connection, asked for only when needed: a single task without an
+    idempotency key stored by `group` (with the other threads' in one commit, group_commit.py) needs none.
     full=False: each task is answered by its id alone (a client's `Prefer: return=minimal`).
     """
     rows = [task_row(task_id, new, settings, subject) for task_id, new in zip(new_ids(len(news)), news, strict=True)]
-    if group is not None and len(rows) == 1:
+    # A task with an idempotency key is stored alone: rows of one batch lock their keys in arrival
+    # order, so two workers' batches holding the same keys in another order could deadlock, and one
+    # key held by another transaction would hold up every task of the batch.
+    if group is not None and len(rows) == 1 and "idempotency_key" not in rows[0]:
         with storing():
             times = group.insert(rows[0])
         stored = {} if times is None else {rows[0]["id"]: times}

@@ -5,7 +5,8 @@ takes every row waiting at that moment, stores them with one insert_tasks (one t
 one flush of the WAL) and wakes their threads. Each 201 still follows its task's durable
 commit. Rows share a commit only when their requests are in flight together, so this helps
 a worker with several threads (GUNICORN_THREADS) under load and changes nothing for a lone
-request. No Flask here.
+request. A task with an idempotency key is not stored here (enqueue.store_tasks says why).
+No Flask here.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ class GroupCommit:
         waiting = _Waiting(row)
         with self._ready:
             if self._pid != os.getpid():  # the writer of a parent process did not survive the fork
-                self._pid, self._waiting = os.getpid(), []
+                self._waiting = []
                 threading.Thread(target=self._write, name="group-commit", daemon=True).start()
+                self._pid = os.getpid()  # only once it started: if it could not, the next request tries again
             self._waiting.append(waiting)
             self._ready.notify()
         waiting.ended.wait()

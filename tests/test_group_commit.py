@@ -80,6 +80,20 @@ def test_one_idempotency_key_posted_at_once_makes_one_task(threaded_app, conn):
     assert transactions(conn)[0] == 1
 
 
+def test_tasks_with_idempotency_keys_commit_alone(threaded_app, conn):
+    """Rows of one batch would lock their keys in arrival order: two workers' batches holding the same
+    keys in another order could deadlock. A task with a key is stored on its request's own connection."""
+
+    def post(n: int) -> None:
+        client = threaded_app.test_client()
+        for i in range(10):
+            body = {"type": "add", "args": {"x": n, "y": i}, "idempotency_key": f"k-{n}-{i}"}
+            assert client.post("/task/new", json=body).status_code == 201
+
+    in_threads(THREADS, post)
+    assert transactions(conn) == (THREADS * 10, THREADS * 10)
+
+
 def test_the_writer_reconnects_after_the_server_ended_its_connection(threaded_app, conn):
     client = threaded_app.test_client()
     body = {"type": "add", "args": {"x": 1, "y": 2}}
