@@ -22,7 +22,7 @@ class ConfigError(ValueError):
     """A setting has a value the server cannot use; the message names it."""
 
 
-# Threads per web worker: single-task requests in flight together share a commit (group_commit.py).
+# Threads per web worker: several requests in flight, whose commits PostgreSQL flushes together.
 DEFAULT_GUNICORN_THREADS = 8
 
 
@@ -242,7 +242,7 @@ def load_settings() -> Settings:
         port=int(_number("PORT", 5000, int, 1, 65535)),
         gunicorn_workers=int(_number("GUNICORN_WORKERS", 2, int, 1)),
         gunicorn_threads=int(_number("GUNICORN_THREADS", DEFAULT_GUNICORN_THREADS, int, 1)),
-        group_commit=_boolean("GROUP_COMMIT", True),
+        group_commit=_boolean("GROUP_COMMIT", False),
         max_content_length=int(_number("MAX_CONTENT_LENGTH", 1024 * 1024, int, 1)),
         max_bulk_tasks=int(_number("MAX_BULK_TASKS", 10_000, int, 1)),
         worker_name=env("WORKER_NAME", "").strip() or f"{socket.gethostname()}-{os.getpid()}",

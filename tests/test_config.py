@@ -56,7 +56,7 @@ def test_defaults(env):
     assert s.frontend_url == ["*"]
     assert s.port == 5000
     assert s.gunicorn_workers == 2
-    assert s.gunicorn_threads == 8 and s.group_commit
+    assert s.gunicorn_threads == 8 and not s.group_commit
     assert s.max_content_length == 1024 * 1024
     assert s.worker_name == f"{socket.gethostname()}-{os.getpid()}"
     assert s.poll_interval == 0.5
@@ -107,7 +107,7 @@ def test_values_are_read(env, tmp_path):
         "FRONTEND_URL": "https://a.example.com, https://b.example.com,",
         "PORT": " 8080 ",
         "GUNICORN_THREADS": "4",
-        "GROUP_COMMIT": "false",
+        "GROUP_COMMIT": "true",
         "MAX_CONTENT_LENGTH": "2048",
         "WORKER_NAME": "handler-1",
         "POLL_INTERVAL": "0.05",
@@ -123,7 +123,7 @@ def test_values_are_read(env, tmp_path):
     assert s.max_task_time == 60
     assert s.frontend_url == ["https://a.example.com", "https://b.example.com"]
     assert s.port == 8080
-    assert s.gunicorn_threads == 4 and not s.group_commit
+    assert s.gunicorn_threads == 4 and s.group_commit
     assert s.max_content_length == 2048
     assert s.worker_name == "handler-1"
     assert s.poll_interval == 0.05

@@ -24,7 +24,7 @@ def transactions(conn) -> tuple[int, int]:
 
 @pytest.fixture
 def threaded_app(settings, registry):
-    return create_app(dataclasses.replace(settings, gunicorn_threads=THREADS), registry)
+    return create_app(dataclasses.replace(settings, gunicorn_threads=THREADS, group_commit=True), registry)
 
 
 def test_concurrent_single_tasks_share_commits_and_each_is_answered_as_stored(threaded_app, conn):
@@ -106,8 +106,8 @@ def test_the_writer_reconnects_after_the_server_ended_its_connection(threaded_ap
     assert transactions(conn)[0] == 4
 
 
-def test_group_commit_false_commits_each_task_alone(settings, registry, conn):
-    app = create_app(dataclasses.replace(settings, gunicorn_threads=THREADS, group_commit=False), registry)
+def test_without_group_commit_each_task_commits_alone(settings, registry, conn):
+    app = create_app(dataclasses.replace(settings, gunicorn_threads=THREADS), registry)  # the default
 
     def post(n: int) -> None:
         client = app.test_client()
@@ -121,7 +121,7 @@ def test_group_commit_false_commits_each_task_alone(settings, registry, conn):
 def test_gunicorn_workers_with_threads_share_commits(processes, conn):
     """The real server: each worker forks, then starts its own writer on its first request."""
     port = free_port()
-    start_web(processes, port, {"GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "4"})
+    start_web(processes, port, {"GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "4", "GROUP_COMMIT": "true"})
     url = f"http://127.0.0.1:{port}/task/new"
     answers = []
 

@@ -81,7 +81,7 @@ def get_db() -> psycopg2.extensions.connection:
 
 
 def group_commit() -> GroupCommit | None:
-    """The worker's GroupCommit for single-task inserts; None with one thread a worker or GROUP_COMMIT=false."""
+    """The worker's GroupCommit for single-task inserts; None unless GROUP_COMMIT=true with threads."""
     return current_app.extensions[GROUP_COMMIT]
 
 
