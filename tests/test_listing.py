@@ -292,7 +292,7 @@ def auth_app(settings, registry):
 
 PLAN_ROWS = 60_000
 ALLOWED_INDEXES = {
-    "list_tasks_page": {"tasks_list_idx", "tasks_pkey"},
+    "list_tasks_page": {"tasks_list_idx", "tasks_running_idx", "tasks_pkey"},
     "list_subject_tasks_page": {"tasks_subject_created_idx"},
     "list_peer_tasks_page": {"tasks_peer_created_idx"},
 }
@@ -348,6 +348,8 @@ LIMIT = 50
 PLAN_CASES = [
     ("status and type", {"status": "failed", "type": "type3"}, 1),
     ("status", {"status": "done"}, 10),
+    ("running", {"status": "running"}, 10),
+    ("running, status and type", {"status": "running", "type": "type3"}, 1),
     ("two statuses", {"status": "waiting,running"}, 20),
     ("no filter", {}, 50),
     ("types", {"type": "type1,type2"}, 10),

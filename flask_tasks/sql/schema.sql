@@ -47,8 +47,6 @@ CREATE TABLE tasks (
 
 -- The claim reads waiting tasks, highest priority first, then oldest run_at; never those a peer runs.
 CREATE INDEX tasks_claim_idx ON tasks (priority DESC, run_at) WHERE status = 'waiting' AND peer IS NULL;
--- The rescue reads running tasks whose lease ran out.
-CREATE INDEX tasks_lease_idx ON tasks (lease_until) WHERE status = 'running';
 -- The janitor reads finished tasks past their expiry. Only finished ones: every update
 -- of a row adds an entry to each index it is in, and claiming and running a task
 -- should not pay for this one. Expired tasks still waiting are found by tasks_claim_idx.
@@ -61,8 +59,14 @@ CREATE INDEX tasks_peer_idx ON tasks (run_at) WHERE peer IS NOT NULL AND status 
 -- A token subject's own tasks, newest first (GET /api/tasks).
 CREATE INDEX tasks_subject_created_idx ON tasks (subject, created DESC, id) WHERE subject IS NOT NULL;
 -- GET /task reads every listing from this index, newest first within a status and a type
--- (the five statuses are known; the types of one status are found by skipping through it).
-CREATE INDEX tasks_list_idx ON tasks (status, type, created DESC, id DESC);
+-- (the statuses are known; the types of one status are found by skipping through it).
+-- Not running tasks: claiming a task would add an entry here (each update of a row adds one
+-- to every index it is in), and it is the drain's costliest index.
+CREATE INDEX tasks_list_idx ON tasks (status, type, created DESC, id DESC) WHERE status <> 'running';
+-- Running tasks, for the listing as above and for the rescue (running tasks whose lease ran
+-- out): they are few, what handlers hold and what peers run. lease_until is in no index, so
+-- renewing a lease can be a HOT update.
+CREATE INDEX tasks_running_idx ON tasks (type, created DESC, id DESC) WHERE status = 'running';
 -- GET /task?peer=...: the tasks a peer runs, newest first (only they are in it: it stays small).
 CREATE INDEX tasks_peer_created_idx ON tasks (peer, created DESC, id DESC) WHERE peer IS NOT NULL;
 -- An idempotency key is unique per subject: one client's key never finds another's task.
