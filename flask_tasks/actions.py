@@ -6,12 +6,12 @@ A retried task starts over: its attempts are reset to 0, so it gets its full max
 to show why it had failed, until an attempt fails anew.
 
 Bulk actions work through each status and type in batches of BATCH rows, newest first along
-tasks_list_idx, each batch a transaction of its own: pick_batch locks the batch's rows (the one
-statement that knows the filters), then the action's own statement acts on those ids, the same
-statement one task's route runs (cancel_task, retry_task), so the two cannot drift apart. No lock is
-held long and a handler is never kept waiting: a row a handler holds at that moment is skipped and
-taken by a later batch. They act on the tasks created until the action began, so tasks arriving
-meanwhile cannot keep one going forever.
+tasks_list_idx (tasks_running_idx for running tasks), each batch a transaction of its own:
+pick_batch locks the batch's rows (the one statement that knows the filters), then the action's own
+statement acts on those ids, the same statement one task's route runs (cancel_task, retry_task), so
+the two cannot drift apart. No lock is held long and a handler is never kept waiting: a row a
+handler holds at that moment is skipped and taken by a later batch. They act on the tasks created
+until the action began, so tasks arriving meanwhile cannot keep one going forever.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def _in_batches(
     batch's ids in the transaction that locked them, until no matching row is left there; how many it acted on.
 
     Within a status and type, each batch goes on from where the last one ended (newest first, in
-    tasks_list_idx), so no batch reads again the entries that earlier ones changed; a batch that
+    the listing's index), so no batch reads again the entries that earlier ones changed; a batch that
     passed a row someone else held goes on from the same place, to take it once it is free.
     """
     params: dict[str, Any] = {**filters.params(), "action": action, "batch": BATCH, "started": None}

@@ -5,11 +5,12 @@ position (created, id) of its last task; the next page is what comes after that 
 from the index (keyset pagination), never skipped over with OFFSET, so page 1,000 costs what page 1
 costs and a task inserted meanwhile neither repeats nor hides one.
 
-Every listing reads tasks_list_idx (status, type, created DESC, id DESC): one branch per status and
-type, each the newest `limit` entries after the cursor, merged and cut to `limit`. The statuses are
-known; without a type filter the types of each status are found in the same index by skipping from
-one type to the next (a loose index scan), so a listing never reads the table at large. A listing of
-one subject's tasks reads tasks_subject_created_idx instead. tests/test_listing.py checks the plans.
+Every listing reads tasks_list_idx (status, type, created DESC, id DESC), running tasks
+tasks_running_idx (type, created DESC, id DESC): one branch per status and type, each the newest
+`limit` entries after the cursor, merged and cut to `limit`. The statuses are known; without a type
+filter the types of each status are found in the same index by skipping from one type to the next (a
+loose index scan), so a listing never reads the table at large. A listing of one subject's tasks
+reads tasks_subject_created_idx instead. tests/test_listing.py checks the plans.
 """
 
 from __future__ import annotations
