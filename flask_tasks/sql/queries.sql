@@ -231,7 +231,7 @@ WHERE id = %(id)s::uuid AND notify_attempts = %(attempt)s::int AND notify_status
 SELECT {task_columns} FROM tasks
 WHERE subject = %(subject)s::text
 -- tasks.created, not created: that name alone is the output column, whole unix seconds
-ORDER BY tasks.created DESC, tasks.id
+ORDER BY tasks.created DESC, tasks.id DESC
 LIMIT %(limit)s::int;
 
 -- claim_peer_tasks: take up to `limit` tasks due to be sent to their peer or asked about there, holding each for `lease` seconds: run_at is the lease, and each write of the round checks it is unchanged; a send counts as an attempt
@@ -473,10 +473,8 @@ WHERE subject = %(subject)s::text
   AND (%(peer)s::text IS NULL OR peer = %(peer)s::text)
   AND tasks.created >= coalesce(%(since)s::timestamptz, '-infinity')
   AND tasks.created < coalesce(%(until)s::timestamptz, 'infinity')
-  -- the index holds id ascending: the row comparison would not bound its scan; these two do
-  AND tasks.created <= coalesce(%(after_created)s::timestamptz, 'infinity')
-  AND (tasks.created < coalesce(%(after_created)s::timestamptz, 'infinity')
-       OR tasks.id < coalesce(%(after_id)s::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
+  AND (tasks.created, tasks.id) < (coalesce(%(after_created)s::timestamptz, 'infinity'),
+                                   coalesce(%(after_id)s::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
 -- tasks.created, not created: that name alone is the output column, whole unix seconds
 ORDER BY tasks.created DESC, tasks.id DESC
 LIMIT %(limit)s::int;

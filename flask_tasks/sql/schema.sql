@@ -57,7 +57,7 @@ CREATE INDEX tasks_notify_due_idx ON tasks (notify_next)
 -- Tasks to send to a peer, or to ask a peer about.
 CREATE INDEX tasks_peer_idx ON tasks (run_at) WHERE peer IS NOT NULL AND status IN ('waiting', 'running');
 -- A token subject's own tasks, newest first (GET /api/tasks).
-CREATE INDEX tasks_subject_created_idx ON tasks (subject, created DESC, id) WHERE subject IS NOT NULL;
+CREATE INDEX tasks_subject_created_idx ON tasks (subject, created DESC, id DESC) WHERE subject IS NOT NULL;
 -- GET /task reads every listing from this index, newest first within a status and a type
 -- (the statuses are known; the types of one status are found by skipping through it).
 -- Not running tasks: claiming a task would add an entry here (each update of a row adds one
