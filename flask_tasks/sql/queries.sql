@@ -95,7 +95,10 @@ WITH o AS MATERIALIZED (
         expire = greatest(t.expire, now() + make_interval(secs => %(keep)s::float8)),
         claim_token = NULL, lease_until = NULL
     FROM o
-    WHERE t.id = o.id AND t.claim_token = o.token AND t.status = 'running'
+    -- By the claim token alone, which names one claim of one task: the running tasks are read once
+    -- and matched to the outcomes. With a condition on id too, the planner could read
+    -- tasks_running_idx (whose third column is id) again for each outcome, all of it each time.
+    WHERE t.claim_token = o.token AND t.status = 'running'
     RETURNING t.id
 ), claimed AS (
     -- = ANY(ARRAY(...)) rather than a join with the locked rows, where a join hashed the
