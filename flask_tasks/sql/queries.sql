@@ -135,7 +135,9 @@ FROM o WHERE o.id NOT IN (SELECT id FROM stored);
 
 -- write_progress: store what a running task last reported of its progress, while its claim is ours
 UPDATE tasks SET progress = %(progress)s::jsonb
-WHERE id = %(id)s::uuid AND claim_token = %(token)s::uuid AND status = 'running';
+-- by the primary key: a claim token is set only while the task runs (a status condition would
+-- let the planner read all of tasks_running_idx, whose third column is id)
+WHERE id = %(id)s::uuid AND claim_token = %(token)s::uuid;
 
 -- extend_leases: keep the leases of held tasks alive (heartbeat); returns those asked to stop
 UPDATE tasks SET lease_until = now() + make_interval(secs => %(lease)s::float8)
