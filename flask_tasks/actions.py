@@ -25,7 +25,7 @@ from typing import Any
 import psycopg2.extensions
 
 from flask_tasks import db, shape
-from flask_tasks.listing import Filters
+from flask_tasks.listing import Filters, by_status_index
 from flask_tasks.models import ApiError
 from flask_tasks.stats import DURATION_BUCKETS
 
@@ -115,7 +115,11 @@ def _branches(
         return []
     if filters.type:
         return [(status, task_type) for status in statuses for task_type in filters.type]
-    return [(status, task_type) for status, task_type in db.run(conn, "task_types_of_statuses", {"statuses": statuses})]
+    return [
+        (status, task_type)
+        for suffix, grouped in by_status_index(statuses)
+        for status, task_type in db.run(conn, "task_types_of_statuses" + suffix, {"statuses": grouped})
+    ]
 
 
 def _in_batches(
@@ -136,10 +140,12 @@ def _in_batches(
     total = 0
     for status, task_type in _branches(conn, filters, actionable):
         params.update(status=status, type=task_type, after_created=None, after_id=None)
+        ((suffix, _),) = by_status_index([status])
+        pick = "pick_batch" + suffix
         stuck_since: float | None = None
         while True:
             with conn:  # one transaction: the picked rows stay locked until they are acted on
-                ids, left, passed_one, last_created, last_id, started = db.run(conn, "pick_batch", params)[0]
+                ids, left, passed_one, last_created, last_id, started = db.run(conn, pick, params)[0]
                 if ids:
                     total += act(ids)
             params["started"] = started  # every batch takes the tasks created until the first began

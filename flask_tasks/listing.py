@@ -5,12 +5,13 @@ position (created, id) of its last task; the next page is what comes after that 
 from the index (keyset pagination), never skipped over with OFFSET, so page 1,000 costs what page 1
 costs and a task inserted meanwhile neither repeats nor hides one.
 
-Every listing reads tasks_list_idx (status, type, created DESC, id DESC), running tasks
-tasks_running_idx (type, created DESC, id DESC): one branch per status and type, each the newest
-`limit` entries after the cursor, merged and cut to `limit`. The statuses are known; without a type
-filter the types of each status are found in the same index by skipping from one type to the next (a
-loose index scan), so a listing never reads the table at large. A listing of one subject's tasks
-reads tasks_subject_created_idx instead. tests/test_listing.py checks the plans.
+Every listing reads tasks_list_idx (status, type, created DESC, id DESC): one branch per status and
+type, each the newest `limit` entries after the cursor, merged and cut to `limit`. The statuses are
+known; without a type filter the types of each status are found in the same index by skipping from
+one type to the next (a loose index scan), so a listing never reads the table at large. Running
+tasks are in tasks_running_idx (type, created DESC, id DESC) instead, read the same way by the
+statement's running form; the two pages are merged here. A listing of one subject's tasks reads
+tasks_subject_created_idx instead. tests/test_listing.py checks the plans.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import binascii
 import datetime as dt
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,6 +189,13 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         raise bad from None
 
 
+def by_status_index(statuses: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The statuses grouped by the index their tasks are read from, each with the suffix of its statements'
+    form: running tasks are in tasks_running_idx ("_running"), the others in tasks_list_idx ("")."""
+    others = [status for status in statuses if status != shape.RUNNING]
+    return ([("", others)] if others else []) + ([("_running", [shape.RUNNING])] if shape.RUNNING in statuses else [])
+
+
 def list_tasks(
     conn: psycopg2.extensions.connection, filters: Filters, limit: int = DEFAULT_LIMIT, cursor: str | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
@@ -195,12 +203,14 @@ def list_tasks(
     after_created, after_id = decode_cursor(cursor) if cursor is not None else (None, None)
     params = {**filters.params(), "after_created": after_created, "after_id": after_id, "limit": limit + 1}
     if filters.subject is not None:
-        statement = "list_subject_tasks_page"
+        rows = db.run_dicts(conn, "list_subject_tasks_page", params)
     elif filters.peer is not None:
-        statement = "list_peer_tasks_page"
-    else:
-        statement = "list_tasks_page"
-    rows = db.run_dicts(conn, statement, params)
+        rows = db.run_dicts(conn, "list_peer_tasks_page", params)
+    else:  # a page from each index, merged: both are in the listing's order
+        rows = []
+        for suffix, statuses in by_status_index(filters.statuses()):
+            rows += db.run_dicts(conn, "list_tasks_page" + suffix, {**params, "statuses": statuses})
+        rows.sort(key=lambda row: (row[POSITION], row["id"]), reverse=True)
     more = len(rows) > limit
     rows = rows[:limit]
     tasks = [{name: row[name] for name in shape.FIELD_NAMES} for row in rows]

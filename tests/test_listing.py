@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Any
 
+import psycopg2.extensions
 import pytest
 
 from flask_tasks import db, listing
@@ -292,7 +293,8 @@ def auth_app(settings, registry):
 
 PLAN_ROWS = 60_000
 ALLOWED_INDEXES = {
-    "list_tasks_page": {"tasks_list_idx", "tasks_running_idx", "tasks_pkey"},
+    "list_tasks_page": {"tasks_list_idx", "tasks_pkey"},
+    "list_tasks_page_running": {"tasks_running_idx", "tasks_pkey"},
     "list_subject_tasks_page": {"tasks_subject_created_idx"},
     "list_peer_tasks_page": {"tasks_peer_created_idx"},
 }
@@ -364,29 +366,56 @@ PLAN_CASES = [
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 def test_every_listing_reads_an_index_and_sorts_little(big_table, case, params, branches, generic):
     filters = listing.parse_filters(params)
-    statement = (
-        "list_subject_tasks_page" if filters.subject else "list_peer_tasks_page" if filters.peer else "list_tasks_page"
-    )
+    if filters.subject or filters.peer:
+        statements = [("list_subject_tasks_page" if filters.subject else "list_peer_tasks_page", {})]
+    else:  # a page from each index, merged (running tasks are in their own)
+        statements = [
+            ("list_tasks_page" + suffix, {"statuses": statuses})
+            for suffix, statuses in listing.by_status_index(filters.statuses())
+        ]
     # A later page, with a cursor: the listing must seek to it, not read up to it.
     middle = query(big_table, "SELECT created, id FROM tasks ORDER BY created DESC, id DESC OFFSET 100 LIMIT 1")[0]
     for after in ((None, None), middle):
-        values = {**filters.params(), "after_created": after[0], "after_id": after[1], "limit": LIMIT + 1}
-        with big_table.cursor() as cur:
-            if generic:  # as a prepared statement runs once PostgreSQL settles on a plan for any parameters
+        for statement, overrides in statements:
+            values = {**filters.params(), "after_created": after[0], "after_id": after[1], "limit": LIMIT + 1}
+            plan = explain(big_table, statement, values | overrides, generic)
+            # Only the branches' own rows may be sorted: (limit + 1) from each status and type, or one page.
+            check_plan(plan, statement, (LIMIT + 1) * (branches or 1) + 1)
+            assert plan["Actual Rows"] == LIMIT + 1 or not statement.startswith("list_tasks_page")
+
+
+def explain(conn: psycopg2.extensions.connection, statement: str, values: dict, generic: bool) -> dict:
+    """The plan of a named statement run with these values (EXPLAIN ANALYZE, rolled back); generic: as a prepared
+    statement runs once PostgreSQL settles on a plan for any parameters."""
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            if generic:
                 prepare, names = db.PREPARED[statement]
                 cur.execute("DEALLOCATE ALL")
                 cur.execute(prepare)
-                cur.execute("SET plan_cache_mode = force_generic_plan")
+                cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
                 placeholders = ", ".join(["%s"] * len(names))
                 cur.execute(
                     f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {statement}({placeholders})", [values[n] for n in names]
                 )
-                (explained,) = cur.fetchone()
-                cur.execute("RESET plan_cache_mode")
             else:
                 cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + QUERIES[statement], values)
-                (explained,) = cur.fetchone()
-        plan = (explained if isinstance(explained, list) else json.loads(explained))[0]["Plan"]
-        # Only the branches' own rows may be sorted: (limit + 1) from each status and type, or one page.
-        check_plan(plan, statement, (LIMIT + 1) * (branches or 1) + 1)
-        assert plan["Actual Rows"] == LIMIT + 1 or statement != "list_tasks_page"
+            (explained,) = cur.fetchone()
+    finally:
+        conn.rollback()  # the rows a bulk action's statement locked
+        conn.autocommit = True
+    return (explained if isinstance(explained, list) else json.loads(explained))[0]["Plan"]
+
+
+@pytest.mark.parametrize("status", ["done", "running"])
+def test_a_bulk_actions_batch_is_read_along_an_index_in_its_generic_plan(big_table, status):
+    # Running tasks are in tasks_running_idx, the others in tasks_list_idx: each form of pick_batch names
+    # its index's predicate, or a generic plan (a status as a parameter) could read neither.
+    ((suffix, _),) = listing.by_status_index([status])
+    values = {**listing.Filters().params(), "action": "cancel", "status": status, "type": "type3", "batch": LIMIT}
+    values |= {"started": None, "after_created": None, "after_id": None}
+    plan = explain(big_table, "pick_batch" + suffix, values, generic=True)
+    scans = {node.get("Index Name") for node in plan_nodes(plan) if node.get("Relation Name") == "tasks"}
+    assert ("tasks_running_idx" if status == "running" else "tasks_list_idx") in scans, plan
+    assert not [node for node in plan_nodes(plan) if node["Node Type"] == "Seq Scan"], plan

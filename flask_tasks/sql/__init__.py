@@ -20,9 +20,20 @@ def _parse(text: str) -> dict[str, str]:
     return statements
 
 
+# A statement holding {in_status_index} in queries.sql: its two forms, each naming the partial index it reads.
+STATUS_INDEX_FORMS = {"": "status <> 'running'", "_running": "status = 'running'"}
+
+
 def _load() -> dict[str, str]:
-    statements = _parse((SQL_DIR / "queries.sql").read_text())
-    return {name: sql.replace("{task_columns}", TASK_COLUMNS_SQL) for name, sql in statements.items()}
+    statements = {}
+    for name, sql in _parse((SQL_DIR / "queries.sql").read_text()).items():
+        sql = sql.replace("{task_columns}", TASK_COLUMNS_SQL)
+        if "{in_status_index}" not in sql:
+            statements[name] = sql
+            continue
+        for suffix, condition in STATUS_INDEX_FORMS.items():
+            statements[name + suffix] = sql.replace("{in_status_index}", condition)
+    return statements
 
 
 QUERIES: dict[str, str] = _load()

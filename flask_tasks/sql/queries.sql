@@ -3,6 +3,11 @@
 
 -- ({task_columns} below is a task as the API shows it: flask_tasks/shape.py defines its fields.)
 --
+-- A statement holding {in_status_index} comes in two forms: `name` for tasks that are not running,
+-- read along tasks_list_idx, and `name_running` for running ones, along tasks_running_idx. PostgreSQL
+-- reads a partial index only where the statement's own text implies its predicate, which a status
+-- given as a parameter never does.
+--
 -- The listing's and the operators' actions' filters arrive as: statuses text[] (never empty),
 -- types text[] (NULL: any), since and until timestamptz (NULL: no bound), peer and subject text
 -- (NULL: any). The listing's position after_created/after_id is NULL on the first page.
@@ -408,19 +413,14 @@ RETURNING name;
 -- cli_get_task: one task by id whoever posted it (an operator's command line), with the token subject that posted it
 SELECT subject AS posted_by, {task_columns} FROM tasks WHERE id = %(id)s::uuid;
 
--- list_tasks_page: a page of the listing, newest first: for each status and type (the types of a status found by skipping through tasks_list_idx, or tasks_running_idx for running tasks, when no type is given), the newest `limit` entries after the cursor, from the index alone; merged and cut to `limit`, then read
+-- list_tasks_page: a page of the listing, newest first: for each status and type (the types of a status found by skipping through tasks_list_idx when no type is given), the newest `limit` entries after the cursor, from the index alone; merged and cut to `limit`, then read (list_tasks_page_running: the same for running tasks, along tasks_running_idx)
 WITH RECURSIVE skip AS (
-    -- PostgreSQL reads a partial index only where the statement's own conditions imply its predicate,
-    -- which a status from a parameter or a column never does: each read of an index says so itself
-    -- (status <> 'running', status = 'running'); the other one finds nothing, or is not run at all.
-    SELECT s.status, least((SELECT min(type) FROM tasks WHERE status = s.status AND status <> 'running'),
-                           (SELECT min(type) FROM tasks WHERE s.status = 'running' AND status = 'running')) AS type
+    SELECT s.status, (SELECT min(type) FROM tasks WHERE status = s.status AND {in_status_index}) AS type
     FROM unnest(%(statuses)s::text[]) AS s(status)
     WHERE %(types)s::text[] IS NULL
     UNION ALL
     SELECT skip.status,
-           least((SELECT min(type) FROM tasks WHERE status = skip.status AND status <> 'running' AND type > skip.type),
-                 (SELECT min(type) FROM tasks WHERE skip.status = 'running' AND status = 'running' AND type > skip.type))
+           (SELECT min(type) FROM tasks WHERE status = skip.status AND {in_status_index} AND type > skip.type)
     FROM skip
     WHERE skip.type IS NOT NULL
 ), branches AS (
@@ -430,23 +430,14 @@ WITH RECURSIVE skip AS (
 ), page AS (
     SELECT b.created AS position_created, b.id AS position_id
     FROM branches CROSS JOIN LATERAL (
-        (SELECT created, id FROM tasks
-         WHERE status = branches.status AND status <> 'running' AND type = branches.type
-           AND created >= coalesce(%(since)s::timestamptz, '-infinity')
-           AND created < coalesce(%(until)s::timestamptz, 'infinity')
-           AND (created, id) < (coalesce(%(after_created)s::timestamptz, 'infinity'),
-                                coalesce(%(after_id)s::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
-         ORDER BY created DESC, id DESC
-         LIMIT %(limit)s::int)
-        UNION ALL
-        (SELECT created, id FROM tasks
-         WHERE branches.status = 'running' AND status = 'running' AND type = branches.type
-           AND created >= coalesce(%(since)s::timestamptz, '-infinity')
-           AND created < coalesce(%(until)s::timestamptz, 'infinity')
-           AND (created, id) < (coalesce(%(after_created)s::timestamptz, 'infinity'),
-                                coalesce(%(after_id)s::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
-         ORDER BY created DESC, id DESC
-         LIMIT %(limit)s::int)
+        SELECT created, id FROM tasks
+        WHERE status = branches.status AND {in_status_index} AND type = branches.type
+          AND created >= coalesce(%(since)s::timestamptz, '-infinity')
+          AND created < coalesce(%(until)s::timestamptz, 'infinity')
+          AND (created, id) < (coalesce(%(after_created)s::timestamptz, 'infinity'),
+                               coalesce(%(after_id)s::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
+        ORDER BY created DESC, id DESC
+        LIMIT %(limit)s::int
     ) AS b
     ORDER BY b.created DESC, b.id DESC
     LIMIT %(limit)s::int
@@ -506,55 +497,36 @@ WITH retried AS (
 )
 SELECT id::text FROM retried;
 
--- task_types_of_statuses: the task types present in each of these statuses, found by skipping through tasks_list_idx or tasks_running_idx as list_tasks_page does (a bulk action's branches)
+-- task_types_of_statuses: the task types present in each of these statuses, found by skipping through tasks_list_idx (a bulk action's branches; task_types_of_statuses_running: through tasks_running_idx)
 WITH RECURSIVE skip AS (
-    SELECT s.status, least((SELECT min(type) FROM tasks WHERE status = s.status AND status <> 'running'),
-                           (SELECT min(type) FROM tasks WHERE s.status = 'running' AND status = 'running')) AS type
+    SELECT s.status, (SELECT min(type) FROM tasks WHERE status = s.status AND {in_status_index}) AS type
     FROM unnest(%(statuses)s::text[]) AS s(status)
     UNION ALL
     SELECT skip.status,
-           least((SELECT min(type) FROM tasks WHERE status = skip.status AND status <> 'running' AND type > skip.type),
-                 (SELECT min(type) FROM tasks WHERE skip.status = 'running' AND status = 'running' AND type > skip.type))
+           (SELECT min(type) FROM tasks WHERE status = skip.status AND {in_status_index} AND type > skip.type)
     FROM skip
     WHERE skip.type IS NOT NULL
 )
 SELECT status, type FROM skip WHERE type IS NOT NULL;
 
--- pick_batch: a bulk action's next batch, locked until its transaction ends: up to `batch` tasks in one status and type that the `action` (cancel, retry or purge) takes, matching the filters and created by `started` (NULL: now, returned), newest first after the position `after_created`/`after_id`, skipping rows locked now; returns their ids, whether any are left (beyond the batch or locked), whether a locked one was passed (then keep the position), the new position, and `started`
-WITH matching AS (  -- the batch and one more, locked or not, read along tasks_list_idx or tasks_running_idx (as in list_tasks_page)
-    (SELECT id, created FROM tasks
-     WHERE status = %(status)s::text AND status <> 'running' AND type = %(type)s::text
-       AND CASE %(action)s::text
-               WHEN 'cancel' THEN NOT cancel_requested  -- one asked to stop already is left to stop
-               WHEN 'retry' THEN peer IS NULL  -- its peer decided its attempts: it is posted again instead
-               WHEN 'purge' THEN notify_status IS DISTINCT FROM 'pending'  -- kept until its delivery has ended
-           END
-       AND created >= coalesce(%(since)s::timestamptz, '-infinity')
-       AND created < coalesce(%(until)s::timestamptz, 'infinity')
-       AND created <= coalesce(%(started)s::timestamptz, now())
-       AND (created, id) < (coalesce(%(after_created)s::timestamptz, 'infinity'),
-                            coalesce(%(after_id)s::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
-       AND (%(peer)s::text IS NULL OR peer = %(peer)s::text)
-       AND (%(subject)s::text IS NULL OR subject = %(subject)s::text)
-     ORDER BY created DESC, id DESC
-     LIMIT %(batch)s::int + 1)
-    UNION ALL
-    (SELECT id, created FROM tasks
-     WHERE %(status)s::text = 'running' AND status = 'running' AND type = %(type)s::text
-       AND CASE %(action)s::text
-               WHEN 'cancel' THEN NOT cancel_requested  -- one asked to stop already is left to stop
-               WHEN 'retry' THEN peer IS NULL  -- its peer decided its attempts: it is posted again instead
-               WHEN 'purge' THEN notify_status IS DISTINCT FROM 'pending'  -- kept until its delivery has ended
-           END
-       AND created >= coalesce(%(since)s::timestamptz, '-infinity')
-       AND created < coalesce(%(until)s::timestamptz, 'infinity')
-       AND created <= coalesce(%(started)s::timestamptz, now())
-       AND (created, id) < (coalesce(%(after_created)s::timestamptz, 'infinity'),
-                            coalesce(%(after_id)s::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
-       AND (%(peer)s::text IS NULL OR peer = %(peer)s::text)
-       AND (%(subject)s::text IS NULL OR subject = %(subject)s::text)
-     ORDER BY created DESC, id DESC
-     LIMIT %(batch)s::int + 1)
+-- pick_batch: a bulk action's next batch (pick_batch_running for running tasks), locked until its transaction ends: up to `batch` tasks in one status and type that the `action` (cancel, retry or purge) takes, matching the filters and created by `started` (NULL: now, returned), newest first after the position `after_created`/`after_id`, skipping rows locked now; returns their ids, whether any are left (beyond the batch or locked), whether a locked one was passed (then keep the position), the new position, and `started`
+WITH matching AS (  -- the batch and one more, locked or not, read along tasks_list_idx (or tasks_running_idx)
+    SELECT id, created FROM tasks
+    WHERE status = %(status)s::text AND {in_status_index} AND type = %(type)s::text
+      AND CASE %(action)s::text
+              WHEN 'cancel' THEN NOT cancel_requested  -- one asked to stop already is left to stop
+              WHEN 'retry' THEN peer IS NULL  -- its peer decided its attempts: it is posted again instead
+              WHEN 'purge' THEN notify_status IS DISTINCT FROM 'pending'  -- kept until its delivery has ended
+          END
+      AND created >= coalesce(%(since)s::timestamptz, '-infinity')
+      AND created < coalesce(%(until)s::timestamptz, 'infinity')
+      AND created <= coalesce(%(started)s::timestamptz, now())
+      AND (created, id) < (coalesce(%(after_created)s::timestamptz, 'infinity'),
+                           coalesce(%(after_id)s::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
+      AND (%(peer)s::text IS NULL OR peer = %(peer)s::text)
+      AND (%(subject)s::text IS NULL OR subject = %(subject)s::text)
+    ORDER BY created DESC, id DESC
+    LIMIT %(batch)s::int + 1
 ), picked AS (  -- those of the batch no one holds now; a row changed since it was read is read anew: passed unless still in the status
     SELECT id, created FROM tasks
     WHERE id = ANY(array(SELECT id FROM matching ORDER BY created DESC, id DESC LIMIT %(batch)s::int))
