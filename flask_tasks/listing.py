@@ -9,8 +9,8 @@ Every listing reads tasks_list_idx (status, type, created DESC, id DESC): one br
 type, each the newest `limit` entries after the cursor, merged and cut to `limit`. The statuses are
 known; without a type filter the types of each status are found in the same index by skipping from
 one type to the next (a loose index scan), so a listing never reads the table at large. Running
-tasks are in tasks_running_idx (type, created DESC, id DESC) instead, read the same way by the
-statement's running form; the two pages are merged here. A listing of one subject's tasks reads
+tasks are in tasks_running_idx (type, created DESC, id DESC) instead, read the same way in the
+statement's second arm. A listing of one subject's tasks reads
 tasks_subject_created_idx instead. tests/test_listing.py checks the plans.
 """
 
@@ -206,11 +206,8 @@ def list_tasks(
         rows = db.run_dicts(conn, "list_subject_tasks_page", params)
     elif filters.peer is not None:
         rows = db.run_dicts(conn, "list_peer_tasks_page", params)
-    else:  # a page from each index, merged: both are in the listing's order
-        rows = []
-        for suffix, statuses in by_status_index(filters.statuses()):
-            rows += db.run_dicts(conn, "list_tasks_page" + suffix, {**params, "statuses": statuses})
-        rows.sort(key=lambda row: (row[POSITION], row["id"]), reverse=True)
+    else:
+        rows = db.run_dicts(conn, "list_tasks_page", params)
     more = len(rows) > limit
     rows = rows[:limit]
     tasks = [{name: row[name] for name in shape.FIELD_NAMES} for row in rows]

@@ -413,14 +413,21 @@ RETURNING name;
 -- cli_get_task: one task by id whoever posted it (an operator's command line), with the token subject that posted it
 SELECT subject AS posted_by, {task_columns} FROM tasks WHERE id = %(id)s::uuid;
 
--- list_tasks_page: a page of the listing, newest first: for each status and type (the types of a status found by skipping through tasks_list_idx when no type is given), the newest `limit` entries after the cursor, from the index alone; merged and cut to `limit`, then read (list_tasks_page_running: the same for running tasks, along tasks_running_idx)
+-- list_tasks_page: a page of the listing, newest first: for each status and type (the types of a status found by skipping through tasks_list_idx, or tasks_running_idx for running tasks, when no type is given), the newest `limit` entries after the cursor, from the index alone; merged and cut to `limit`, then read
 WITH RECURSIVE skip AS (
-    SELECT s.status, (SELECT min(type) FROM tasks WHERE status = s.status AND {in_status_index}) AS type
+    -- PostgreSQL reads a partial index only where the statement's own conditions imply its predicate,
+    -- which a status from a parameter or a column never does: each read of an index says so itself
+    -- (status <> 'running', status = 'running'); the other one finds nothing, or is not run at all.
+    -- Two arms in one statement, not its two forms (see {in_status_index} above) merged by the caller:
+    -- that took an unfiltered page's p99 from 14-16 to 20 ms with 1,000,000 tasks stored (bench (l)).
+    SELECT s.status, least((SELECT min(type) FROM tasks WHERE status = s.status AND status <> 'running'),
+                           (SELECT min(type) FROM tasks WHERE s.status = 'running' AND status = 'running')) AS type
     FROM unnest(%(statuses)s::text[]) AS s(status)
     WHERE %(types)s::text[] IS NULL
     UNION ALL
     SELECT skip.status,
-           (SELECT min(type) FROM tasks WHERE status = skip.status AND {in_status_index} AND type > skip.type)
+           least((SELECT min(type) FROM tasks WHERE status = skip.status AND status <> 'running' AND type > skip.type),
+                 (SELECT min(type) FROM tasks WHERE skip.status = 'running' AND status = 'running' AND type > skip.type))
     FROM skip
     WHERE skip.type IS NOT NULL
 ), branches AS (
@@ -430,14 +437,23 @@ WITH RECURSIVE skip AS (
 ), page AS (
     SELECT b.created AS position_created, b.id AS position_id
     FROM branches CROSS JOIN LATERAL (
-        SELECT created, id FROM tasks
-        WHERE status = branches.status AND {in_status_index} AND type = branches.type
-          AND created >= coalesce(%(since)s::timestamptz, '-infinity')
-          AND created < coalesce(%(until)s::timestamptz, 'infinity')
-          AND (created, id) < (coalesce(%(after_created)s::timestamptz, 'infinity'),
-                               coalesce(%(after_id)s::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
-        ORDER BY created DESC, id DESC
-        LIMIT %(limit)s::int
+        (SELECT created, id FROM tasks
+         WHERE status = branches.status AND status <> 'running' AND type = branches.type
+           AND created >= coalesce(%(since)s::timestamptz, '-infinity')
+           AND created < coalesce(%(until)s::timestamptz, 'infinity')
+           AND (created, id) < (coalesce(%(after_created)s::timestamptz, 'infinity'),
+                                coalesce(%(after_id)s::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
+         ORDER BY created DESC, id DESC
+         LIMIT %(limit)s::int)
+        UNION ALL
+        (SELECT created, id FROM tasks
+         WHERE branches.status = 'running' AND status = 'running' AND type = branches.type
+           AND created >= coalesce(%(since)s::timestamptz, '-infinity')
+           AND created < coalesce(%(until)s::timestamptz, 'infinity')
+           AND (created, id) < (coalesce(%(after_created)s::timestamptz, 'infinity'),
+                                coalesce(%(after_id)s::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))
+         ORDER BY created DESC, id DESC
+         LIMIT %(limit)s::int)
     ) AS b
     ORDER BY b.created DESC, b.id DESC
     LIMIT %(limit)s::int
