@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg2.extensions
 
 from flask_tasks import db, shape
-from flask_tasks.listing import Filters, by_status_index
+from flask_tasks.listing import Filters
 from flask_tasks.models import ApiError
 from flask_tasks.stats import DURATION_BUCKETS
 
@@ -104,6 +104,13 @@ def _visible_task(
     if not found:
         raise ApiError(404, f"task [{task_id}] not found: it may have expired (tasks are kept {keep:g} s)")
     return found[0]
+
+
+def by_status_index(statuses: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The statuses grouped by the index their tasks are read from, each with the suffix of its statements'
+    form: running tasks are in tasks_running_idx ("_running"), the others in tasks_list_idx ("")."""
+    others = [status for status in statuses if status != shape.RUNNING]
+    return ([("", others)] if others else []) + ([("_running", [shape.RUNNING])] if shape.RUNNING in statuses else [])
 
 
 def _branches(

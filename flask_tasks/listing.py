@@ -21,7 +21,7 @@ import binascii
 import datetime as dt
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,13 +187,6 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         return EPOCH + dt.timedelta(microseconds=int(micros)), uuid.UUID(task_id)
     except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
         raise bad from None
-
-
-def by_status_index(statuses: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """The statuses grouped by the index their tasks are read from, each with the suffix of its statements'
-    form: running tasks are in tasks_running_idx ("_running"), the others in tasks_list_idx ("")."""
-    others = [status for status in statuses if status != shape.RUNNING]
-    return ([("", others)] if others else []) + ([("_running", [shape.RUNNING])] if shape.RUNNING in statuses else [])
 
 
 def list_tasks(

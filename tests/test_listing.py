@@ -11,7 +11,7 @@ from typing import Any
 import psycopg2.extensions
 import pytest
 
-from flask_tasks import db, listing
+from flask_tasks import actions, db, listing
 from flask_tasks.models import ApiError
 from flask_tasks.sql import QUERIES
 from tests.conftest import query
@@ -406,7 +406,7 @@ def explain(conn: psycopg2.extensions.connection, statement: str, values: dict, 
 def test_a_bulk_actions_batch_is_read_along_an_index_in_its_generic_plan(big_table, status):
     # Running tasks are in tasks_running_idx, the others in tasks_list_idx: each form of pick_batch names
     # its index's predicate, or a generic plan (a status as a parameter) could read neither.
-    ((suffix, _),) = listing.by_status_index([status])
+    ((suffix, _),) = actions.by_status_index([status])
     values = {**listing.Filters().params(), "action": "cancel", "status": status, "type": "type3", "batch": LIMIT}
     values |= {"started": None, "after_created": None, "after_id": None}
     plan = explain(big_table, "pick_batch" + suffix, values, generic=True)
