@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -289,14 +290,23 @@ def existing_task(
 
 
 def new_ids(count: int) -> list[str]:
-    """Random (version 4) UUIDs as text, from one read of os.urandom: uuid4() reads it once per id."""
-    raw = bytearray(os.urandom(16 * count))
+    """Time-ordered (version 7, RFC 9562) UUIDs as text: the time in ms and its fraction, then 62 random bits.
+
+    Time-ordered rather than random: a task's row gets a new entry in the primary key at each
+    update (claimed, finished), and tasks stored together are claimed together. With random
+    ids those entries land on as many index pages as tasks; with these on a few, and new tasks
+    go to the right edge of the index. A drain on PostgreSQL 15 ran a sixth faster (BENCHMARKS.md).
+    62 random bits keep ids unguessable; the database's default, new_task_id(), makes the same kind.
+    """
+    now = time.time_ns()
+    millis, fraction = divmod(now, 1_000_000)
+    head = f"{millis << 16 | 0x7000 | fraction * 4096 // 1_000_000:016x}"  # 48 bits of ms, version, 12 of fraction
+    head = f"{head[:8]}-{head[8:12]}-{head[12:]}-"
+    raw = os.urandom(8 * count)
     ids = []
-    for start in range(0, 16 * count, 16):
-        raw[start + 6] = (raw[start + 6] & 0x0F) | 0x40  # version 4
-        raw[start + 8] = (raw[start + 8] & 0x3F) | 0x80  # RFC 4122 variant
-        h = raw[start : start + 16].hex()
-        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    for start in range(0, 8 * count, 8):
+        tail = f"{int.from_bytes(raw[start : start + 8]) & 0x3FFF_FFFF_FFFF_FFFF | 0x8000_0000_0000_0000:016x}"
+        ids.append(f"{head}{tail[:4]}-{tail[4:]}")  # RFC 9562 variant: the tail's first two bits are 10
     return ids
 
 

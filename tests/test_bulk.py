@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import time
+import uuid
 
 import pytest
 
@@ -90,16 +92,34 @@ def test_a_reused_idempotency_key_with_another_task_is_409(client, conn):
     assert count(conn) == 1
 
 
-def test_bulk_ids_are_random_version_4_uuids():
-    import uuid
-
-    from flask_tasks.enqueue import new_ids
-
-    ids = new_ids(1000)
-    assert len(set(ids)) == 1000
+def assert_time_ordered_ids(ids: list[str], before_ms: int, after_ms: int) -> None:
+    """Distinct version 7 UUIDs whose first 48 bits are a time in ms between these two."""
+    assert len(set(ids)) == len(ids)
     for text in ids:
         parsed = uuid.UUID(text)
-        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert before_ms <= parsed.int >> 80 <= after_ms
+
+
+def test_bulk_ids_are_time_ordered_version_7_uuids(client):
+    before = time.time_ns() // 1_000_000
+    first = client.post("/task", json=[{"type": "add", "args": {"x": i, "y": 1}} for i in range(500)])
+    time.sleep(0.002)
+    second = client.post("/task", json={"type": "add", "args": {"x": 1, "y": 1}})
+    after = time.time_ns() // 1_000_000
+    assert first.status_code == second.status_code == 201
+    ids = [task["id"] for task in first.json]
+    assert_time_ordered_ids([*ids, second.json["id"]], before, after)
+    assert max(ids) < second.json["id"]  # a later request's ids sort after an earlier one's
+
+
+def test_tasks_inserted_by_sql_get_time_ordered_ids_too(conn):
+    before = time.time_ns() // 1_000_000
+    rows = query(
+        conn, "INSERT INTO tasks (type, expire) SELECT 'add', now() FROM generate_series(1, 100) RETURNING id::text"
+    )
+    after = time.time_ns() // 1_000_000
+    assert_time_ordered_ids([row[0] for row in rows], before, after)
 
 
 def test_a_409_in_a_bulk_request_stores_none_of_them(client, conn):
