@@ -290,23 +290,22 @@ def existing_task(
 
 
 def new_ids(count: int) -> list[str]:
-    """Time-ordered (version 7, RFC 9562) UUIDs as text: the time in ms and its fraction, then 62 random bits.
+    """Time-ordered (version 7, RFC 9562) UUIDs as text: the time in ms, then 74 random bits.
 
     Time-ordered rather than random: a task's row gets a new entry in the primary key at each
     update (claimed, finished), and tasks stored together are claimed together. With random
     ids those entries land on as many index pages as tasks; with these on a few, and new tasks
-    go to the right edge of the index. A drain on PostgreSQL 15 ran a sixth faster (BENCHMARKS.md).
-    62 random bits keep ids unguessable; the database's default, new_task_id(), makes the same kind.
+    go to the right edge of the index (docs/BENCHMARKS.md). 74 random bits keep ids unguessable.
+    The database's default for a row inserted without an id, new_task_id(), makes the same kind.
     """
-    now = time.time_ns()
-    millis, fraction = divmod(now, 1_000_000)
-    head = f"{millis << 16 | 0x7000 | fraction * 4096 // 1_000_000:016x}"  # 48 bits of ms, version, 12 of fraction
-    head = f"{head[:8]}-{head[8:12]}-{head[12:]}-"
-    raw = os.urandom(8 * count)
+    millis = f"{time.time_ns() // 1_000_000:012x}"
+    prefix = f"{millis[:8]}-{millis[8:]}-7"
+    raw = os.urandom(10 * count)
     ids = []
-    for start in range(0, 8 * count, 8):
-        tail = f"{int.from_bytes(raw[start : start + 8]) & 0x3FFF_FFFF_FFFF_FFFF | 0x8000_0000_0000_0000:016x}"
-        ids.append(f"{head}{tail[:4]}-{tail[4:]}")  # RFC 9562 variant: the tail's first two bits are 10
+    for start in range(0, 10 * count, 10):
+        rand = raw[start : start + 10].hex()  # 80 bits: 12 after the version, 62 after the variant
+        variant = "89ab"[int(rand[3], 16) & 3]  # the RFC's variant: the next two bits are 10
+        ids.append(f"{prefix}{rand[:3]}-{variant}{rand[4:7]}-{rand[7:19]}")
     return ids
 
 
