@@ -2,7 +2,7 @@
 
 from flask_tasks import db
 from flask_tasks.auth import keys_or_exit
-from flask_tasks.startup import start_process
+from flask_tasks.startup import freeze_loaded_objects, start_process
 
 # Settings, logging, the task module and the JWT keys, checked once in the master before any worker starts.
 _settings, _ = start_process()
@@ -26,3 +26,8 @@ def on_starting(server):
         db.open_connection(_settings, "web").close()
     except Exception as err:  # noqa: BLE001
         server.log.warning("the database is not reachable yet: %s", " ".join(str(err).split()))
+
+
+def post_worker_init(worker):
+    # The worker has loaded the app: what exists now lives as long as the worker (startup.py).
+    freeze_loaded_objects()
