@@ -97,7 +97,7 @@ STATEMENTS = _statements(STATEMENTS_FILE.read_text())
 
 # The claim of today's store_and_claim fetches the locked rows by ctid: within a partitioned table a
 # ctid names a row in each partition, so the update would change rows of other partitions that it
-# never locked. By id instead (unique in practice: random uuids; the database can no longer enforce it).
+# never locked. By id instead (unique in practice: 74 random bits; the database can no longer enforce it).
 CLAIM_BY_CTID = "WHERE t.ctid = ANY(ARRAY(\n        SELECT ctid FROM tasks"
 CLAIM_BY_ID = "WHERE t.id = ANY(ARRAY(\n        SELECT id FROM tasks"
 
@@ -106,8 +106,8 @@ def partitioned_schema() -> tuple[str, str]:
     """schema.sql with tasks partitioned by RANGE (created), and the storage settings each partition takes."""
     ddl = _replace_once(
         SCHEMA,
-        "id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),",
-        "id               uuid NOT NULL DEFAULT gen_random_uuid(),",
+        "id               uuid PRIMARY KEY DEFAULT flask_tasks_new_id(),",
+        "id               uuid NOT NULL DEFAULT flask_tasks_new_id(),",
     )
     # A partitioned table takes no storage settings (its partitions do), and its primary key must hold created.
     table_end = re.search(r"\n\) WITH \((.*?)\);\n", ddl, re.DOTALL)

@@ -296,7 +296,7 @@ def new_ids(count: int) -> list[str]:
     update (claimed, finished), and tasks stored together are claimed together. With random
     ids those entries land on as many index pages as tasks; with these on a few, and new tasks
     go to the right edge of the index (docs/BENCHMARKS.md). 74 random bits keep ids unguessable.
-    The database's default for a row inserted without an id, new_task_id(), makes the same kind.
+    The database's default for a row inserted without an id, flask_tasks_new_id(), makes the same kind.
     """
     millis = f"{time.time_ns() // 1_000_000:012x}"
     prefix = f"{millis[:8]}-{millis[8:]}-7"

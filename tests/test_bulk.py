@@ -114,11 +114,12 @@ def test_bulk_ids_are_time_ordered_version_7_uuids(client):
 
 
 def test_tasks_inserted_by_sql_get_time_ordered_ids_too(conn):
-    before = time.time_ns() // 1_000_000
+    now_ms = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"  # the server's clock, not ours
+    before = query(conn, now_ms)[0][0]
     rows = query(
         conn, "INSERT INTO tasks (type, expire) SELECT 'add', now() FROM generate_series(1, 100) RETURNING id::text"
     )
-    after = time.time_ns() // 1_000_000
+    after = query(conn, now_ms)[0][0]
     assert_time_ordered_ids([row[0] for row in rows], before, after)
 
 

@@ -5,14 +5,14 @@
 -- A new task's id when the row is inserted without one (tasks stored through the API bring theirs,
 -- enqueue.new_ids): a time-ordered (version 7) UUID, the time in ms and 74 random bits, so that the
 -- tasks stored together sit together in the primary key (migrations/0008_time_ordered_ids.sql).
-CREATE FUNCTION new_task_id() RETURNS uuid LANGUAGE sql VOLATILE AS $$
+CREATE FUNCTION flask_tasks_new_id() RETURNS uuid LANGUAGE sql VOLATILE AS $$
     SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
         PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3) FROM 1 FOR 6),
         52, 1), 53, 1), 'hex')::uuid
 $$;
 
 CREATE TABLE tasks (
-    id               uuid PRIMARY KEY DEFAULT new_task_id(),
+    id               uuid PRIMARY KEY DEFAULT flask_tasks_new_id(),
     type             text NOT NULL,
     args             jsonb NOT NULL DEFAULT '{}',
     status           text NOT NULL DEFAULT 'waiting',

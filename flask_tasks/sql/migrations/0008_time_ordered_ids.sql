@@ -4,10 +4,10 @@
 -- many index pages as tasks, with these they share a few. The ids already stored stay as they are.
 -- The version bits: gen_random_uuid() sets 0100 (4), bits 52 and 53 make it 0111 (7).
 
-CREATE FUNCTION new_task_id() RETURNS uuid LANGUAGE sql VOLATILE AS $$
+CREATE FUNCTION flask_tasks_new_id() RETURNS uuid LANGUAGE sql VOLATILE AS $$
     SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
         PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3) FROM 1 FOR 6),
         52, 1), 53, 1), 'hex')::uuid
 $$;
 
-ALTER TABLE tasks ALTER COLUMN id SET DEFAULT new_task_id();
+ALTER TABLE tasks ALTER COLUMN id SET DEFAULT flask_tasks_new_id();
