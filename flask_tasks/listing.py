@@ -10,8 +10,8 @@ type, each the newest `limit` entries after the cursor, merged and cut to `limit
 known; without a type filter the types of each status are found in the same index by skipping from
 one type to the next (a loose index scan), so a listing never reads the table at large. Running
 tasks are in tasks_running_idx (type, created DESC, id DESC) instead, read the same way in the
-statement's second arm. A listing of one subject's tasks reads
-tasks_subject_created_idx instead. tests/test_listing.py checks the plans.
+statement's second arm. A listing of one subject's tasks reads tasks_subject_created_idx instead.
+tests/test_listing.py checks the plans.
 """
 
 from __future__ import annotations
@@ -196,11 +196,12 @@ def list_tasks(
     after_created, after_id = decode_cursor(cursor) if cursor is not None else (None, None)
     params = {**filters.params(), "after_created": after_created, "after_id": after_id, "limit": limit + 1}
     if filters.subject is not None:
-        rows = db.run_dicts(conn, "list_subject_tasks_page", params)
+        statement = "list_subject_tasks_page"
     elif filters.peer is not None:
-        rows = db.run_dicts(conn, "list_peer_tasks_page", params)
+        statement = "list_peer_tasks_page"
     else:
-        rows = db.run_dicts(conn, "list_tasks_page", params)
+        statement = "list_tasks_page"
+    rows = db.run_dicts(conn, statement, params)
     more = len(rows) > limit
     rows = rows[:limit]
     tasks = [{name: row[name] for name in shape.FIELD_NAMES} for row in rows]
