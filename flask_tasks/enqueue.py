@@ -6,12 +6,12 @@ No Flask here: the task routes, the nask-task routes and any other caller use th
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg2
 import psycopg2.extensions
@@ -23,11 +23,11 @@ from flask_tasks.config import Settings
 from flask_tasks.group_commit import GroupCommit
 from flask_tasks.models import ApiError, TaskRequest, request_error
 from flask_tasks.registry import Registry, TaskArgsError, TaskType
+from flask_tasks.sql import QUIET_INSERT
 from flask_tasks.stopping import one_line
 
 
-@dataclass(frozen=True)
-class NewTask:
+class NewTask(NamedTuple):  # a tuple: a bulk request makes one a task, and a frozen dataclass costs 4 times as much
     request: TaskRequest
     task_type: TaskType | None  # None for a task a peer runs: the peer knows its type
     args: dict[str, Any]  # validated, defaults filled in
@@ -108,39 +108,40 @@ def parse_plain_tasks(
 ) -> list[NewTask] | None:
     """The checked tasks of an array, validated together (a few calls into pydantic rather than two a task);
     None unless every task is a plain one that passes (a type of this server, no notify_url or peer):
-    parse_new_task then takes them one at a time and names the first problem."""
+    parse_new_task then takes them one at a time and names the first problem.
+
+    Each check is made once for the array or once for each task type where it can be: what is left
+    to do for each task is most of a bulk request's cost (docs/BENCHMARKS.md)."""
     if not all(isinstance(item, dict) and "type" in item for item in items):
         return None  # a legacy body (the arguments alone) among them
     try:
         requests = _TASK_REQUESTS.validate_python(items)
     except ValidationError:
         return None
-    types: list[TaskType] = []
     indexes_by_type: dict[str, list[int]] = {}
     for index, request in enumerate(requests):
-        task_type = registry.get(request.type)
-        if (
-            task_type is None
-            or (task_type.protected and (claims is None or not allows(claims, request.type)))
-            or request.peer is not None
-            or request.notify_url is not None
-            or (request.run_at is not None and request.delay is not None)
-        ):
+        if request.peer is not None or request.notify_url is not None:
             return None
-        try:
-            check_args_limits(request.args, settings, body_bytes)
-        except ApiError:
+        if request.run_at is not None and request.delay is not None:
             return None
-        types.append(task_type)
         indexes_by_type.setdefault(request.type, []).append(index)
+    types: list[TaskType] = [None] * len(requests)  # type: ignore[list-item]
     args: list[dict[str, Any]] = [{}] * len(requests)
-    for indexes in indexes_by_type.values():
-        validated = types[indexes[0]].validate_many([requests[index].args for index in indexes])
+    for name, indexes in indexes_by_type.items():
+        task_type = registry.get(name)
+        if task_type is None or (task_type.protected and (claims is None or not allows(claims, name))):
+            return None
+        validated = task_type.validate_many([requests[index].args for index in indexes])
         if validated is None:
             return None
         for index, valid in zip(indexes, validated, strict=True):
-            args[index] = valid
-    return [NewTask(*fields, False) for fields in zip(requests, types, args, strict=True)]
+            types[index], args[index] = task_type, valid
+    try:
+        for request in requests:
+            check_args_limits(request.args, settings, body_bytes)
+    except ApiError:
+        return None
+    return list(map(NewTask._make, zip(requests, types, args, itertools.repeat(False))))
 
 
 def check_notify_url(url: str, settings: Settings) -> None:
@@ -181,28 +182,31 @@ def check_args_limits(args: dict[str, Any], settings: Settings, body_bytes: int 
         raise ApiError(400, f"the field [args] is {size} bytes of JSON: at most {settings.args_max_bytes}")
 
 
-def task_fields(new: NewTask, settings: Settings) -> dict[str, Any]:
-    """The columns of a new task, as plain values."""
+def task_row(task_id: str, new: NewTask, settings: Settings, subject: str | None) -> dict[str, Any]:
+    """A new task as insert_tasks takes it: only the columns that have a value.
+
+    insert_tasks reads a missing key as NULL (priority and delay as 0), and each key costs encoding
+    and parsing for every task of a bulk request (a quarter of the insert's time for no-op tasks).
+    """
     request, task_type = new.request, new.task_type
-    return {
+    row = {
+        "id": task_id,
         "type": request.type,
         "args": new.args,
         "max_attempts": request.max_attempts or (task_type and task_type.max_attempts) or settings.max_attempts,
-        # A peer task's timeout is the peer's business (its task type's, its TASK_TIMEOUT) unless asked for.
-        "timeout": request.timeout or (task_type.timeout or settings.task_timeout if task_type else None),
-        "priority": request.priority,
-        "run_at": request.run_at,
-        "delay": request.delay or 0,
-        "idempotency_key": request.idempotency_key,
     }
-
-
-def task_row(task_id: str, new: NewTask, settings: Settings, subject: str | None) -> dict[str, Any]:
-    """A new task as insert_tasks takes it."""
-    request = new.request
-    # Only the columns that have a value: insert_tasks reads a missing key as NULL, and each key costs
-    # encoding and parsing for every task of a bulk request (a quarter of the insert's time for no-op tasks).
-    row = {"id": task_id, **{name: value for name, value in task_fields(new, settings).items() if value is not None}}
+    # A peer task's timeout is the peer's business (its task type's, its TASK_TIMEOUT) unless asked for.
+    timeout = request.timeout or (task_type.timeout or settings.task_timeout if task_type else None)
+    if timeout is not None:
+        row["timeout"] = timeout
+    if request.priority:
+        row["priority"] = request.priority
+    if request.run_at is not None:
+        row["run_at"] = request.run_at
+    if request.delay:
+        row["delay"] = request.delay
+    if request.idempotency_key is not None:
+        row["idempotency_key"] = request.idempotency_key
     if subject is not None:
         row["subject"] = subject
     if request.notify_url is not None:
@@ -244,15 +248,19 @@ def store_tasks(
         with storing():
             times = group.insert(rows[0])
         stored = {} if times is None else {rows[0]["id"]: times}
-        return _answers(connection, rows, news, stored, settings, subject, full)
+        return _answers(connection, rows, news, stored, subject, full)
     conn = connection()
     params = {"tasks": json.dumps(rows), "max_task_time": settings.max_task_time}
     # One statement is all or nothing; a 409 below (an idempotency key used for another task) must
     # also undo the others, so with keys and more than one task it runs in a transaction.
-    keys = len(rows) > 1 and any("idempotency_key" in row for row in rows)
-    with storing(), conn if keys else contextlib.nullcontext():
-        stored = {task_id: tuple(times) for task_id, *times in db.run(conn, "insert_tasks", params)}
-        return _answers(lambda: conn, rows, news, stored, settings, subject, full)
+    keys = any("idempotency_key" in row for row in rows)
+    with storing(), conn if keys and len(rows) > 1 else contextlib.nullcontext():
+        if keys or full:
+            stored = {task_id: tuple(times) for task_id, *times in db.run(conn, "insert_tasks", params)}
+        else:  # every task is stored (or the statement fails), and each is answered by the id made here
+            db.run(conn, QUIET_INSERT, params)
+            stored = dict.fromkeys([row["id"] for row in rows], ())
+        return _answers(lambda: conn, rows, news, stored, subject, full)
 
 
 def _answers(
@@ -260,7 +268,6 @@ def _answers(
     rows: list[dict[str, Any]],
     news: list[NewTask],
     stored: dict[str, tuple],
-    settings: Settings,
     subject: str | None,
     full: bool,
 ) -> list[tuple[dict[str, Any], bool]]:
@@ -272,16 +279,15 @@ def _answers(
         if times is not None:
             answers.append((shape.new_task(row["id"], row, times) if full else {"id": row["id"]}, True))
         else:
-            task = existing_task(connection(), new, settings, subject)
+            task = existing_task(connection(), new, subject)
             answers.append((task if full else {"id": task["id"]}, False))
     return answers
 
 
-def existing_task(
-    conn: psycopg2.extensions.connection, new: NewTask, settings: Settings, subject: str | None
-) -> dict[str, Any]:
+def existing_task(conn: psycopg2.extensions.connection, new: NewTask, subject: str | None) -> dict[str, Any]:
     """The task an earlier request made with this one's idempotency key; 409 if it is another task."""
-    rows = db.run_dicts(conn, "get_task_by_idempotency_key", {**task_fields(new, settings), "subject": subject})
+    key = {"idempotency_key": new.request.idempotency_key, "subject": subject}
+    rows = db.run_dicts(conn, "get_task_by_idempotency_key", key)
     if not rows:  # it expired and was deleted just now
         raise ApiError(409, "an idempotency key was in use a moment ago; send the request again")
     if rows[0]["type"] != new.request.type or rows[0]["args"] != new.args:

@@ -142,7 +142,7 @@ def new_task(task_id: str, fields: dict[str, Any], times: tuple[int, int, int]) 
         "last_error": None,
         "attempts": 0,
         "max_attempts": fields["max_attempts"],
-        "priority": fields["priority"],
+        "priority": fields.get("priority", 0),
         "timeout": None if timeout is None else float(timeout),  # a float8 column
         "idempotency_key": fields.get("idempotency_key"),
         "cancel_requested": False,

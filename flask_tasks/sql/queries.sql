@@ -12,17 +12,17 @@
 -- types text[] (NULL: any), since and until timestamptz (NULL: no bound), peer and subject text
 -- (NULL: any). The listing's position after_created/after_id is NULL on the first page.
 
--- insert_tasks: store new waiting tasks (one request's, or a batch of single requests) in one statement and return the times PostgreSQL set for each (the rest is what was sent); those whose idempotency key is taken are left out
+-- insert_tasks: store new waiting tasks (one request's, or a batch of single requests; a missing key is NULL, a missing priority or delay 0) in one statement and return the times PostgreSQL set for each (the rest is what was sent); those whose idempotency key is taken are left out (its form insert_tasks_quiet, sql/__init__.py, stops before ON CONFLICT)
 INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, subject, expire,
                    notify_url, notify_status, notify_next, peer, peer_options)
-SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
+SELECT t.id, t.type, t.args, t.max_attempts, coalesce(t.priority, 0), s.start, t.timeout, t.idempotency_key,
        t.subject, greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8),
        t.notify_url, CASE WHEN t.notify_url IS NOT NULL THEN 'pending' END,
        CASE WHEN t.notify_url IS NOT NULL THEN now() END, t.peer, t.peer_options
 FROM jsonb_to_recordset(%(tasks)s::jsonb) AS t(id uuid, type text, args jsonb, max_attempts int, priority int,
                                                run_at float8, delay float8, timeout float8, idempotency_key text,
                                                subject text, notify_url text, peer text, peer_options jsonb)
-CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => t.delay)) AS start) s
+CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => coalesce(t.delay, 0))) AS start) s
 ON CONFLICT (idempotency_key, coalesce(subject, '')) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id::text,
           floor(extract(epoch FROM created))::bigint AS created,
