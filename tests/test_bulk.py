@@ -51,12 +51,13 @@ def test_one_bad_task_refuses_them_all(client, conn, bad, message):
     assert count(conn) == 0
 
 
-def test_a_value_postgresql_refuses_stores_none_of_them(client, conn):
+@pytest.mark.parametrize("prefer", [None, "return=minimal"])
+def test_a_value_postgresql_refuses_stores_none_of_them(client, conn, prefer):
     bodies = [
         {"type": "echo", "args": {"required_arg": "fine"}},
         {"type": "echo", "args": {"required_arg": "a\u0000b"}},
     ]
-    response = client.post("/task", json=bodies)
+    response = client.post("/task", json=bodies, headers={"Prefer": prefer} if prefer else {})
     assert response.status_code == 400 and "cannot be stored" in response.json["message"]
     assert count(conn) == 0
 
@@ -197,6 +198,26 @@ def test_prefer_return_minimal_answers_only_the_ids(client, conn):
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json == again.json == {"id": first.json["id"]}
     assert client.get(f"/task/{first.json['id']}").json["args"] == {"x": 1, "y": 2}
+
+
+def test_return_minimal_stores_the_tasks_the_full_answer_shows(client, conn):
+    # Without idempotency keys a minimal answer takes another insert (insert_tasks_quiet): the same rows.
+    bodies = [
+        {"type": "add", "args": {"x": 1, "y": 2}},
+        {"type": "add", "args": {"x": 1, "y": 2}, "priority": -3, "delay": 60},
+        {"type": "add", "args": {"x": 1, "y": 2}, "priority": 5, "run_at": time.time() + 3600, "max_attempts": 2},
+        {"type": "echo", "args": {"required_arg": "x"}, "delay": 0, "priority": 0, "timeout": 1.5},
+        {"required_arg": "legacy"},
+    ]
+    full = client.post("/task", json=bodies).json
+    minimal = client.post("/task", json=bodies, headers={"Prefer": "return=minimal"}).json
+    assert count(conn) == 2 * len(bodies)
+    times = ("id", "created", "run_at", "expire")
+    for shown, posted in zip(full, minimal, strict=True):
+        stored = client.get(f"/task/{posted['id']}").json  # the legacy answer also repeats args: not compared
+        assert {k: v for k, v in stored.items() if k not in times} == {k: shown[k] for k in stored if k not in times}
+        for start in ("run_at", "expire"):  # whole seconds of two requests' clocks
+            assert abs((stored[start] - stored["created"]) - (shown[start] - shown["created"])) <= 1
 
 
 @pytest.mark.parametrize("prefer", [None, "return=representation", "return=minimalist", "handling=lenient"])
