@@ -273,6 +273,8 @@ def _answers(
 ) -> list[tuple[dict[str, Any], bool]]:
     """store_tasks' answer for each row: the task stored now (`stored` has its times), or the one an
     earlier request made with its idempotency key."""
+    if not full and len(stored) == len(rows):  # all stored now: their ids (a bulk request's common case)
+        return [({"id": row["id"]}, True) for row in rows]
     answers = []
     for row, new in zip(rows, news, strict=True):
         times = stored.get(row["id"])
@@ -306,13 +308,15 @@ def new_ids(count: int) -> list[str]:
     """
     millis = f"{time.time_ns() // 1_000_000:012x}"
     prefix = f"{millis[:8]}-{millis[8:]}-7"
-    raw = os.urandom(10 * count)
-    ids = []
-    for start in range(0, 10 * count, 10):
-        rand = raw[start : start + 10].hex()  # 80 bits: 12 after the version, 62 after the variant
-        variant = "89ab"[int(rand[3], 16) & 3]  # the RFC's variant: the next two bits are 10
-        ids.append(f"{prefix}{rand[:3]}-{variant}{rand[4:7]}-{rand[7:19]}")
-    return ids
+    digits = os.urandom(10 * count).hex()  # 20 an id: 3 after the version, then 16 (the variant's and 15 more)
+    return [
+        f"{prefix}{digits[at : at + 3]}-{_VARIANT[digits[at + 3]]}{digits[at + 4 : at + 7]}-{digits[at + 7 : at + 19]}"
+        for at in range(0, 20 * count, 20)
+    ]
+
+
+# A random hex digit with its first two bits set to 10, the RFC's variant.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 @contextlib.contextmanager
