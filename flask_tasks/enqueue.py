@@ -6,7 +6,6 @@ No Flask here: the task routes, the nask-task routes and any other caller use th
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import time
@@ -21,17 +20,19 @@ from flask_tasks import db, outbound, shape
 from flask_tasks.auth import AuthError, allows
 from flask_tasks.config import Settings
 from flask_tasks.group_commit import GroupCommit
-from flask_tasks.models import ApiError, TaskRequest, request_error
+from flask_tasks.models import ApiError, TaskRequestFields, request_error
 from flask_tasks.registry import Registry, TaskArgsError, TaskType
 from flask_tasks.sql import QUIET_INSERT
 from flask_tasks.stopping import one_line
 
 
 class NewTask(NamedTuple):  # a tuple: a bulk request makes one a task, and a frozen dataclass costs 4 times as much
-    request: TaskRequest
-    task_type: TaskType | None  # None for a task a peer runs: the peer knows its type
-    args: dict[str, Any]  # validated, defaults filled in
+    fields: dict[str, Any]  # its columns as insert_tasks takes them (task_fields), but for the id and subject
     legacy: bool  # the first flask-tasks' body: the arguments alone
+
+
+_TASK_REQUEST = TypeAdapter(TaskRequestFields)
+_TASK_REQUESTS = TypeAdapter(list[TaskRequestFields])
 
 
 def parse_new_task(
@@ -46,35 +47,35 @@ def parse_new_task(
     legacy = "type" not in body
     try:
         # The first flask-tasks had no type: the whole body is the default task's arguments.
-        request = (
-            TaskRequest(type=settings.default_task_type, args=body) if legacy else TaskRequest.model_validate(body)
-        )
+        given = _TASK_REQUEST.validate_python({"type": settings.default_task_type, "args": body} if legacy else body)
     except ValidationError as err:
         raise ApiError(400, request_error(err.errors()[0])) from None
-    if request.run_at is not None and request.delay is not None:
+    name, args = given["type"], given.get("args", {})
+    if given.get("run_at") is not None and given.get("delay") is not None:
         raise ApiError(400, "give run_at or delay, not both.")
-    task_type = registry.get(request.type)
+    task_type = registry.get(name)
     if task_type is not None and task_type.protected:  # here, or sent to a peer under this server's name
         if claims is None:
-            raise AuthError(401, f"task type [{request.type}] is protected: send Authorization: Bearer <token>")
-        if not allows(claims, request.type):
-            raise AuthError(403, f"the token does not allow task type [{request.type}]")
-    if request.peer is not None:
-        if request.peer not in settings.peers:
-            raise ApiError(400, f"peer [{request.peer}] is not known here (PEERS)")
-        check_args_limits(request.args, settings, body_bytes)
-        new = NewTask(request, None, request.args, legacy)  # the peer checks the type and its arguments
+            raise AuthError(401, f"task type [{name}] is protected: send Authorization: Bearer <token>")
+        if not allows(claims, name):
+            raise AuthError(403, f"the token does not allow task type [{name}]")
+    peer = given.get("peer")
+    if peer is not None:
+        if peer not in settings.peers:
+            raise ApiError(400, f"peer [{peer}] is not known here (PEERS)")
+        check_args_limits(args, settings, body_bytes)
+        task_type = None  # the peer checks the type and its arguments
     else:
         if task_type is None:
-            raise ApiError(400, f"task type [{request.type}] doesnt exist")
-        check_args_limits(request.args, settings, body_bytes)
+            raise ApiError(400, f"task type [{name}] doesnt exist")
+        check_args_limits(args, settings, body_bytes)
         try:
-            new = NewTask(request, task_type, task_type.validate(request.args), legacy)
+            args = task_type.validate(args)
         except TaskArgsError as err:
             raise ApiError(400, str(err)) from None
-    if request.notify_url is not None:  # last: it resolves the host, the one check that waits on the network
-        check_notify_url(request.notify_url, settings)
-    return new
+    if given.get("notify_url") is not None:  # last: it resolves the host, the one check that waits on the network
+        check_notify_url(given["notify_url"], settings)
+    return NewTask(task_fields(given, task_type, args, settings), legacy)
 
 
 def parse_new_tasks(
@@ -100,9 +101,6 @@ def parse_new_tasks(
     return news
 
 
-_TASK_REQUESTS = TypeAdapter(list[TaskRequest])
-
-
 def parse_plain_tasks(
     items: list[Any], registry: Registry, settings: Settings, claims: dict[str, Any] | None, body_bytes: int | None
 ) -> list[NewTask] | None:
@@ -119,29 +117,27 @@ def parse_plain_tasks(
     except ValidationError:
         return None
     indexes_by_type: dict[str, list[int]] = {}
-    for index, request in enumerate(requests):
-        if request.peer is not None or request.notify_url is not None:
-            return None
-        if request.run_at is not None and request.delay is not None:
-            return None
-        indexes_by_type.setdefault(request.type, []).append(index)
-    types: list[TaskType] = [None] * len(requests)  # type: ignore[list-item]
-    args: list[dict[str, Any]] = [{}] * len(requests)
+    for index, given in enumerate(requests):
+        if "peer" in given or "notify_url" in given or ("run_at" in given and "delay" in given):
+            return None  # even as null: parse_new_task tells
+        indexes_by_type.setdefault(given["type"], []).append(index)
+    news: list[NewTask] = [None] * len(requests)  # type: ignore[list-item]
     for name, indexes in indexes_by_type.items():
         task_type = registry.get(name)
         if task_type is None or (task_type.protected and (claims is None or not allows(claims, name))):
             return None
-        validated = task_type.validate_many([requests[index].args for index in indexes])
+        many = [requests[index].get("args", {}) for index in indexes]
+        try:
+            for args in many:
+                check_args_limits(args, settings, body_bytes)
+        except ApiError:
+            return None
+        validated = task_type.validate_many(many)
         if validated is None:
             return None
-        for index, valid in zip(indexes, validated, strict=True):
-            types[index], args[index] = task_type, valid
-    try:
-        for request in requests:
-            check_args_limits(request.args, settings, body_bytes)
-    except ApiError:
-        return None
-    return list(map(NewTask._make, zip(requests, types, args, itertools.repeat(False))))
+        for index, args in zip(indexes, validated, strict=True):
+            news[index] = NewTask(task_fields(requests[index], task_type, args, settings), False)
+    return news
 
 
 def check_notify_url(url: str, settings: Settings) -> None:
@@ -182,41 +178,36 @@ def check_args_limits(args: dict[str, Any], settings: Settings, body_bytes: int 
         raise ApiError(400, f"the field [args] is {size} bytes of JSON: at most {settings.args_max_bytes}")
 
 
-def task_row(task_id: str, new: NewTask, settings: Settings, subject: str | None) -> dict[str, Any]:
-    """A new task as insert_tasks takes it: only the columns that have a value.
+def task_fields(
+    given: dict[str, Any], task_type: TaskType | None, args: dict[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """A checked task's columns as insert_tasks takes them, but for the id and subject store_tasks adds.
 
-    insert_tasks reads a missing key as NULL (priority and delay as 0), and each key costs encoding
-    and parsing for every task of a bulk request (a quarter of the insert's time for no-op tasks).
+    given: the fields of its task request (TaskRequestFields); task_type: None for a task a peer runs.
+    Only the columns that have a value: insert_tasks reads a missing key as NULL (priority and delay
+    as 0), and each key costs encoding and parsing for every task of a bulk request (a quarter of
+    the insert's time for no-op tasks).
     """
-    request, task_type = new.request, new.task_type
-    row = {
-        "id": task_id,
-        "type": request.type,
-        "args": new.args,
-        "max_attempts": request.max_attempts or (task_type and task_type.max_attempts) or settings.max_attempts,
-    }
-    # A peer task's timeout is the peer's business (its task type's, its TASK_TIMEOUT) unless asked for.
-    timeout = request.timeout or (task_type.timeout or settings.task_timeout if task_type else None)
-    if timeout is not None:
-        row["timeout"] = timeout
-    if request.priority:
-        row["priority"] = request.priority
-    if request.run_at is not None:
-        row["run_at"] = request.run_at
-    if request.delay:
-        row["delay"] = request.delay
-    if request.idempotency_key is not None:
-        row["idempotency_key"] = request.idempotency_key
-    if subject is not None:
-        row["subject"] = subject
-    if request.notify_url is not None:
-        row["notify_url"] = request.notify_url
-    if request.peer is not None:
-        row["peer"] = request.peer
+    if None in given.values():  # a client may send null for an option: as if not given
+        given = {name: value for name, value in given.items() if value is not None}
+    fields = {**given, "args": args}
+    if task_type is not None:
+        fields.setdefault("max_attempts", task_type.max_attempts or settings.max_attempts)
+        timeout = task_type.timeout or settings.task_timeout
+        if timeout is not None:
+            fields.setdefault("timeout", timeout)
+    else:  # a peer task: its timeout is the peer's business (its task type's, its TASK_TIMEOUT) unless asked for
+        fields.setdefault("max_attempts", settings.max_attempts)
         # Only what the client asked for: the peer's task type has its own defaults (a max_attempts of 1...).
-        asked = {"max_attempts": request.max_attempts, "timeout": request.timeout, "priority": request.priority}
-        row["peer_options"] = {name: value for name, value in asked.items() if value}
-    return row
+        fields["peer_options"] = {
+            name: given[name] for name in ("max_attempts", "timeout", "priority") if given.get(name)
+        }
+    return fields
+
+
+def task_row(task_id: str, new: NewTask, subject: str | None) -> dict[str, Any]:
+    """A new task as insert_tasks takes it."""
+    return {"id": task_id, **new.fields} if subject is None else {"id": task_id, **new.fields, "subject": subject}
 
 
 def legacy_form(task: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +231,7 @@ def store_tasks(
     idempotency key stored by `group` (with the other threads' in one commit, group_commit.py) needs none.
     full=False: each task is answered by its id alone (a client's `Prefer: return=minimal`).
     """
-    rows = [task_row(task_id, new, settings, subject) for task_id, new in zip(new_ids(len(news)), news, strict=True)]
+    rows = [task_row(task_id, new, subject) for task_id, new in zip(new_ids(len(news)), news, strict=True)]
     # A task with an idempotency key is stored alone: rows of one batch lock their keys in arrival
     # order, so two workers' batches holding the same keys in another order could deadlock, and one
     # key held by another transaction would hold up every task of the batch.
@@ -288,12 +279,12 @@ def _answers(
 
 def existing_task(conn: psycopg2.extensions.connection, new: NewTask, subject: str | None) -> dict[str, Any]:
     """The task an earlier request made with this one's idempotency key; 409 if it is another task."""
-    key = {"idempotency_key": new.request.idempotency_key, "subject": subject}
-    rows = db.run_dicts(conn, "get_task_by_idempotency_key", key)
+    key, fields = new.fields["idempotency_key"], new.fields
+    rows = db.run_dicts(conn, "get_task_by_idempotency_key", {"idempotency_key": key, "subject": subject})
     if not rows:  # it expired and was deleted just now
         raise ApiError(409, "an idempotency key was in use a moment ago; send the request again")
-    if rows[0]["type"] != new.request.type or rows[0]["args"] != new.args:
-        raise ApiError(409, f"the idempotency key [{new.request.idempotency_key}] was used for a different task")
+    if rows[0]["type"] != fields["type"] or rows[0]["args"] != fields["args"]:
+        raise ApiError(409, f"the idempotency key [{key}] was used for a different task")
     return rows[0]
 
 

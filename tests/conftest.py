@@ -215,7 +215,7 @@ def enqueue(conn: psycopg2.extensions.connection, type_name: str, args: dict | N
 
     settings = load_settings()
     new = parse_new_task({"type": type_name, "args": args or {}, **options}, test_registry(), settings, None)
-    row = task_row(new_ids(1)[0], new, settings, None)
+    row = task_row(new_ids(1)[0], new, None)
     db.run(conn, "insert_tasks", {"tasks": json.dumps([row]), "max_task_time": settings.max_task_time})
     return row["id"]
 
