@@ -329,7 +329,7 @@ def http_celery(bench: Bench) -> float | None:
     port = free_port()
     try:
         with Processes(bench.logdir, "celery-http") as procs:
-            command = ["bench.celery_app:web", "-w", "2", "-b", f"127.0.0.1:{port}"]
+            command = ["bench.celery_app:web", *ours.PLAIN_CONFIG, "-w", "2", "-b", f"127.0.0.1:{port}"]
             ours.start_gunicorn(procs, "celery-web", command, port, server_env(""))
             http_single.wrk(port, 1)
             summary = http_single.wrk(port, bench.sizes.wrk_seconds)

@@ -32,6 +32,10 @@ def start_gunicorn(procs: Processes, name: str, app: list[str], port: int, env: 
     return web
 
 
+# For an app other than flask-tasks: gunicorn's own defaults (see the file), given on the command line.
+PLAIN_CONFIG = ("-c", "bench/plain_gunicorn.conf.py")
+
+
 def start_web(procs: Processes, database_url: str, port: int, **env: str) -> Process:
     """flask-tasks' web: `gunicorn app:app -c gunicorn.conf.py` with 2 workers, each of GUNICORN_THREADS
     threads (the default, 8, unless `env` says otherwise)."""

@@ -64,8 +64,9 @@ LEASE = 30.0
 POLL = 0.05  # seconds an idle handler waits for an insert before it claims again
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ENQUEUERS = 2  # connections enqueueing, so that the handlers never wait for tasks
-# What the web sends for each task of POST /task with no options (enqueue.task_row).
-TASK_FIELDS = {"max_attempts": 3, "timeout": None, "priority": 0, "run_at": None, "delay": 0, "idempotency_key": None}
+# What the web sends for each task of POST /task with no options besides type and args (enqueue.task_fields),
+# for a type with no timeout of its own and TASK_TIMEOUT unset.
+TASK_FIELDS = {"max_attempts": 3}
 
 
 @dataclass(frozen=True)
