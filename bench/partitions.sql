@@ -28,11 +28,11 @@ WITH t AS MATERIALIZED (
 )
 INSERT INTO tasks (id, type, args, max_attempts, priority, run_at, timeout, idempotency_key, subject, expire,
                    notify_url, notify_status, notify_next, peer, peer_options)
-SELECT t.id, t.type, t.args, t.max_attempts, t.priority, s.start, t.timeout, t.idempotency_key,
+SELECT t.id, t.type, t.args, t.max_attempts, coalesce(t.priority, 0), s.start, t.timeout, t.idempotency_key,
        t.subject, greatest(s.start, now()) + make_interval(secs => %(max_task_time)s::float8),
        t.notify_url, CASE WHEN t.notify_url IS NOT NULL THEN 'pending' END,
        CASE WHEN t.notify_url IS NOT NULL THEN now() END, t.peer, t.peer_options
-FROM t CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => t.delay)) AS start) s
+FROM t CROSS JOIN LATERAL (SELECT coalesce(to_timestamp(t.run_at), now() + make_interval(secs => coalesce(t.delay, 0))) AS start) s
 WHERE t.idempotency_key IS NULL OR t.id IN (SELECT task_id FROM keyed)
 RETURNING id::text,
           floor(extract(epoch FROM created))::bigint AS created,

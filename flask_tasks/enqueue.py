@@ -279,7 +279,7 @@ def _answers(
 
 def existing_task(conn: psycopg2.extensions.connection, new: NewTask, subject: str | None) -> dict[str, Any]:
     """The task an earlier request made with this one's idempotency key; 409 if it is another task."""
-    key, fields = new.fields["idempotency_key"], new.fields
+    key, fields = new.fields.get("idempotency_key"), new.fields
     rows = db.run_dicts(conn, "get_task_by_idempotency_key", {"idempotency_key": key, "subject": subject})
     if not rows:  # it expired and was deleted just now
         raise ApiError(409, "an idempotency key was in use a moment ago; send the request again")

@@ -39,7 +39,9 @@ def _load() -> dict[str, str]:
             continue
         for suffix, condition in STATUS_INDEX_FORMS.items():
             statements[name + suffix] = sql.replace("{in_status_index}", condition)
-    statements[QUIET_INSERT] = statements["insert_tasks"].partition("\nON CONFLICT")[0]
+    quiet, found, _ = statements["insert_tasks"].partition("\nON CONFLICT")
+    assert found, "insert_tasks has no ON CONFLICT line to stop before"
+    statements[QUIET_INSERT] = quiet
     return statements
 
 
