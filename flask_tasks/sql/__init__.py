@@ -40,7 +40,8 @@ def _load() -> dict[str, str]:
         for suffix, condition in STATUS_INDEX_FORMS.items():
             statements[name + suffix] = sql.replace("{in_status_index}", condition)
     quiet, found, _ = statements["insert_tasks"].partition("\nON CONFLICT")
-    assert found, "insert_tasks has no ON CONFLICT line to stop before"
+    if not found:  # an assert would go with python -O
+        raise RuntimeError("queries.sql: insert_tasks has no ON CONFLICT line for insert_tasks_quiet to stop before")
     statements[QUIET_INSERT] = quiet
     return statements
 
