@@ -446,13 +446,12 @@ def enqueuer(url: str, side: Today | Partitioned, state: State) -> None:
         conn.close()
 
 
-def outcome(task_id: str, token: str, status: str, delay: float) -> str:
+def outcome(token: str, status: str, delay: float) -> str:
     """One outcome as handler_db.outcomes_json writes it."""
-    error = "null" if status == "done" else '{"message":"retried"}'
-    return (
-        f'{{"id":"{task_id}","token":"{token}","status":"{status}","result":null,"error":{error},'
-        f'"delay":{delay!r},"started":{time.time()!r},"progress":null}}'
-    )
+    row = f'{{"token":"{token}","status":"{status}","started":{time.time()!r}'
+    if status == "done":
+        return row + "}"
+    return row + f',"error":{{"message":"retried"}},"delay":{delay!r}}}'
 
 
 def handler(url: str, side: Today | Partitioned, state: State, name: str) -> None:
@@ -474,12 +473,12 @@ def handler(url: str, side: Today | Partitioned, state: State, name: str) -> Non
             if any(row[0] for row in rows):
                 raise RuntimeError(f"{name}: outcomes fenced off: {[row[1] for row in rows if row[0]][:3]}")
             held, first = [], 0
-            for _, task_id, _, args, token, attempt, *_ in rows:
+            for _, _, _, args, token, attempt, *_ in rows:
                 first += attempt == 1
                 if args.get("retry") and attempt == 1:  # kept longer: tried again 2 x MAX_TASK_TIME later
-                    held.append(outcome(task_id, token, "waiting", 2 * churn.keep))
+                    held.append(outcome(token, "waiting", 2 * churn.keep))
                 else:
-                    held.append(outcome(task_id, token, "done", 0.0))
+                    held.append(outcome(token, "done", 0.0))
             with state.lock:
                 if not rows and not stored:
                     # Nothing due: wait for an insert, as a handler for its NOTIFY (a retry due later: a poll).

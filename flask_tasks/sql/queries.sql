@@ -84,10 +84,10 @@ DELETE FROM token_failures WHERE client_id = %(client_id)s;
 -- delete_old_token_failures: forget failures older than a day
 DELETE FROM token_failures WHERE last_failure < now() - interval '1 day';
 
--- store_and_claim: in one round trip, write finished attempts (each only if its claim is still ours: fencing) and claim up to `batch` due tasks of the given types, highest priority first, marking them running; returns the claimed tasks and the ids of the outcomes fenced off
+-- store_and_claim: in one round trip, write finished attempts (each only if its claim is still ours: fencing) and claim up to `batch` due tasks of the given types, highest priority first, marking them running; returns the claimed tasks and the claim tokens of the outcomes fenced off
 WITH o AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb)
-        AS o(id uuid, token uuid, status text, result jsonb, error jsonb, delay float8, started float8, progress jsonb)
+        AS o(token uuid, status text, result jsonb, error jsonb, delay float8, started float8, progress jsonb)
 ), stored AS (
     UPDATE tasks t
     SET status = CASE WHEN o.status = 'waiting' AND t.cancel_requested THEN 'cancelled' ELSE o.status END,
@@ -104,7 +104,7 @@ WITH o AS MATERIALIZED (
     -- and matched to the outcomes. With a condition on id too, the planner could read
     -- tasks_running_idx (whose third column is id) again for each outcome, all of it each time.
     WHERE t.claim_token = o.token AND t.status = 'running'
-    RETURNING t.id
+    RETURNING o.token
 ), claimed AS (
     -- = ANY(ARRAY(...)) rather than a join with the locked rows, where a join hashed the
     -- whole table; by ctid rather than id, so the update fetches each row where it lies
@@ -134,9 +134,9 @@ WITH o AS MATERIALIZED (
 (SELECT false AS fenced_off, id, type, args, claim_token, attempts, max_attempts, timeout FROM claimed
  ORDER BY priority DESC, run_at)  -- the update returns rows in key order: sort them as the claim did
 UNION ALL
--- Only the outcomes not stored come back (rarely any): sending back every stored id cost more.
-SELECT true, o.id::text, NULL, NULL::jsonb, NULL, NULL::int, NULL::int, NULL::float8
-FROM o WHERE o.id NOT IN (SELECT id FROM stored);
+-- Only the outcomes not stored come back (rarely any): sending back every stored token cost more.
+SELECT true, o.token::text, NULL, NULL::jsonb, NULL, NULL::int, NULL::int, NULL::float8
+FROM o WHERE o.token NOT IN (SELECT token FROM stored);
 
 -- write_progress: store what a running task last reported of its progress, while its claim is ours
 UPDATE tasks SET progress = %(progress)s::jsonb
