@@ -53,20 +53,21 @@ def enqueue_noop(url: str, count: int) -> tuple[float, float]:
     return with_queries(url, enqueue)
 
 
-def enqueue_noop_batches(url: str, connections: int, batches: int, batch: int) -> float:
+def enqueue_noop_batches(url: str, connections: int, batches: int, batch: int, warm_up: int = 0) -> float:
     """`connections` connections at once, each enqueueing `batches` calls of `batch` "noop" jobs in a row;
-    the seconds from the first call to the last commit."""
+    the seconds from the first call to the last commit, after `warm_up` untimed calls on each connection."""
 
-    async def client(conn: asyncpg.Connection) -> None:
+    async def client(conn: asyncpg.Connection, calls: int) -> None:
         queries = Queries(AsyncpgDriver(conn))
-        for _ in range(batches):
+        for _ in range(calls):
             await queries.enqueue(["noop"] * batch, [None] * batch, [0] * batch)
 
     async def run() -> float:
         conns = [await asyncpg.connect(url) for _ in range(connections)]
         try:
+            await asyncio.gather(*(client(conn, warm_up) for conn in conns))
             started = time.monotonic()
-            await asyncio.gather(*(client(conn) for conn in conns))
+            await asyncio.gather(*(client(conn, batches) for conn in conns))
             return time.monotonic() - started
         finally:
             for conn in conns:
