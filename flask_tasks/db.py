@@ -28,8 +28,8 @@ TRANSIENT_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 psycopg2.extras.register_uuid()
 # PostgreSQL writes a jsonb value out canonically, with nothing around it, so the decoder's
-# raw_decode reads it whole: json.loads would first look for a BOM and for whitespace at both
-# ends with regular expressions, costing four times as much (a handler decodes the args of
+# raw_decode reads it whole: json.loads would first look for a BOM, and for whitespace at both
+# ends with a regular expression, costing four times as much (a handler decodes the args of
 # tens of thousands of tasks a second). Not for json, which keeps the text as it was given.
 _raw_decode = json.JSONDecoder().raw_decode
 
