@@ -5,14 +5,13 @@
 with 2 workers; 2 client threads each POST /task/new several JSON arrays of 1,000 task
 objects in a row and read each answer whole; tasks/s, with the default answer (every
 task in full) and with `Prefer: return=minimal` (only the ids). Both sides store the same
-number of tasks: 2 x 15 x 1,000 in the full bench, timed after WARM_UP untimed calls or requests
-of 1,000 from each connection or client thread (a web worker's first requests open its pool's
-connections; asyncpg's first call prepares its statement). The HTTP ones go on new connections, which
-the two workers accept as the kernel hands them out: most runs warm both, not every one.
-A server that refuses an array (a 400)
-is reported as not supporting it. In each run of the full bench, each figure is the median
-of 3 measurements, each on a fresh database: one takes under a second, and PGQueuer's
-alone varies by a fifth from one to the next.
+number of tasks: 2 x 15 x 1,000 in the full bench, timed after WARM_UP untimed calls or
+requests of 1,000 from each connection or client thread (a web worker's first requests open
+its pool's connections; asyncpg's first call prepares its statement). The HTTP ones go on new
+connections, which the two workers accept as the kernel hands them out: most runs warm both,
+not every one. A server that refuses an array (a 400) is reported as not supporting it. In
+each run of the full bench, each figure is the median of 3 measurements, each on a fresh
+database: one takes under a second, and PGQueuer's alone varies by a fifth from one to the next.
 """
 
 from __future__ import annotations
